@@ -1,0 +1,100 @@
+//! Command line and environment: every flag is also an environment variable (12-factor).
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Lanes coordinator: owns the Postgres queue, lane leases and fencing tokens, and serves
+/// the agent, client and admin gRPC APIs (with reflection and grpc.health.v1).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    /// Server settings (for `serve`, the default).
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (applies migrations first). The default.
+    Serve,
+    /// Apply the database migrations and exit (for a one-shot Kubernetes Job). Re-running
+    /// is harmless.
+    Migrate,
+}
+
+/// Settings of the server.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// PostgreSQL URL, e.g. postgres://lanes:secret@db:5432/lanes.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Address of the gRPC server.
+    #[arg(long, env = "LANES_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Tokens of the `agent` role (comma-separated). None configured: the role is open.
+    #[arg(
+        long,
+        env = "LANES_AGENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub agent_tokens: Vec<String>,
+
+    /// Tokens of the `client` role: ClientService (enqueue, status, stats, wake).
+    #[arg(
+        long,
+        env = "LANES_CLIENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub client_tokens: Vec<String>,
+
+    /// Tokens of the `admin` role: AdminService and ClientService.
+    #[arg(
+        long,
+        env = "LANES_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Vec<String>,
+
+    /// TLS certificate (PEM). With --tls-key, serves gRPC over TLS.
+    #[arg(long, env = "LANES_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "LANES_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest accepted payload or result, in bytes.
+    #[arg(long, env = "LANES_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_payload_bytes: usize,
+
+    /// Database connections of this replica.
+    #[arg(long, env = "LANES_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// Safety tick (ms): wakes asleep agents for delayed jobs and lost notifications, and
+    /// refreshes this replica's agents.
+    #[arg(long, env = "LANES_TICK_MS", default_value_t = 2000)]
+    pub tick_ms: u64,
+
+    /// Send each idle agent a keep-alive every this many ticks (its safety lease).
+    #[arg(long, env = "LANES_KEEPALIVE_TICKS", default_value_t = 15)]
+    pub keepalive_ticks: u32,
+
+    /// How often the reaper looks for lapsed leases (ms).
+    #[arg(long, env = "LANES_REAPER_MS", default_value_t = 1000)]
+    pub reaper_ms: u64,
+
+    /// This replica's name in agent listings (default: hostname-pid).
+    #[arg(long, env = "LANES_COORDINATOR_ID")]
+    pub coordinator_id: Option<String>,
+}

@@ -1,0 +1,170 @@
+//! The `lanes` table: one row per lane with unfinished work (or blocked by a failed job),
+//! holding its head (the only job of the lane that may run) and when it is ready.
+//!
+//! Must never: recompute a lane without holding its row lock (taken by `lock_of_job` or by
+//! the upsert in `add_jobs`) — that lock is what keeps an enqueue and a completion of the
+//! same lane from each missing the other's job.
+
+use super::jobs::JobRow;
+use crate::error::Result;
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgConnection};
+
+/// A lane: its queue and key.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LaneId {
+    /// Queue name.
+    pub queue: String,
+    /// Lane key.
+    pub lane_key: String,
+}
+
+impl LaneId {
+    /// Builds a lane id.
+    pub fn new(queue: &str, lane_key: &str) -> Self {
+        LaneId {
+            queue: queue.to_owned(),
+            lane_key: lane_key.to_owned(),
+        }
+    }
+}
+
+/// The state of a lane row after it was (re)linked.
+#[derive(Debug, Clone, FromRow)]
+pub struct Linked {
+    /// The lane's head job.
+    pub head_job_id: i64,
+    /// Unfinished jobs of the lane, including the head.
+    pub queued: i32,
+}
+
+/// The lane's head after a relink, when it is ready to run.
+#[derive(Debug, Clone, FromRow)]
+pub struct ReadyHead {
+    /// The head job.
+    pub head_job_id: i64,
+    /// When it may run.
+    pub ready_at: DateTime<Utc>,
+}
+
+// The lane row is locked (FOR UPDATE) before the caller's next statement takes its snapshot:
+// every enqueue that linked a job to this lane has then committed and is visible.
+const LOCK_OF_JOB: &str = "SELECT l.queue, l.lane_key FROM lanes l
+    JOIN jobs j ON j.queue = l.queue AND j.lane_key = l.lane_key
+    WHERE j.id = $1 FOR UPDATE OF l";
+
+// A new lane starts ready with the first new job as head; an existing lane only counts the
+// jobs (they wait their turn). DO UPDATE, not DO NOTHING: it takes the row lock, so a
+// completion that holds the lane finishes first and then sees these jobs.
+const ADD_JOBS: &str =
+    "INSERT INTO lanes (queue, lane_key, head_job_id, state, priority, ready_at, queued)
+    VALUES ($1, $2, $3, 'ready', $4, $5, $6)
+    ON CONFLICT (queue, lane_key) DO UPDATE SET queued = lanes.queued + EXCLUDED.queued
+    RETURNING head_job_id, queued";
+
+// Recomputes a locked lane from its jobs: a running job is the head; else a blocked lane
+// whose failed head is still failed stays blocked; else the first pending job (by id: FIFO)
+// is the head; else the lane row goes away. A head that stays the same keeps its place in
+// the ready order unless its run_at moved later (retry backoff).
+const RELINK: &str = "
+WITH run AS (
+    SELECT id, priority FROM jobs
+    WHERE queue = $1 AND lane_key = $2 AND state = 'running'
+), blk AS (
+    SELECT l.head_job_id AS id FROM lanes l JOIN jobs j ON j.id = l.head_job_id
+    WHERE l.queue = $1 AND l.lane_key = $2 AND j.state = 'failed'
+      AND (l.state = 'blocked' OR l.head_job_id = $4)
+), nxt AS (
+    SELECT id, priority, run_at FROM jobs
+    WHERE queue = $1 AND lane_key = $2 AND state = 'pending'
+    ORDER BY id LIMIT 1
+), target AS (
+    SELECT id, 'running'::lane_state AS state, priority, now() AS ready_at FROM run
+    UNION ALL
+    SELECT id, 'blocked', 0, now() FROM blk WHERE NOT EXISTS (SELECT 1 FROM run)
+    UNION ALL
+    SELECT id, 'ready', priority, greatest(run_at, now()) FROM nxt
+    WHERE NOT EXISTS (SELECT 1 FROM run) AND NOT EXISTS (SELECT 1 FROM blk)
+), gone AS (
+    DELETE FROM lanes WHERE queue = $1 AND lane_key = $2 AND NOT EXISTS (SELECT 1 FROM target)
+)
+INSERT INTO lanes AS l (queue, lane_key, head_job_id, state, priority, ready_at, queued)
+SELECT $1, $2, id, state, priority, ready_at, greatest($3, 0) FROM target
+ON CONFLICT (queue, lane_key) DO UPDATE SET
+    head_job_id = EXCLUDED.head_job_id,
+    state = EXCLUDED.state,
+    priority = EXCLUDED.priority,
+    queued = greatest(l.queued + $3, 0),
+    ready_at = CASE
+        WHEN l.head_job_id = EXCLUDED.head_job_id AND l.state = 'ready' AND EXCLUDED.state = 'ready'
+        THEN greatest(l.ready_at, (SELECT run_at FROM nxt))
+        ELSE EXCLUDED.ready_at END
+RETURNING state::text, head_job_id, ready_at";
+
+const UNBLOCK: &str = "UPDATE lanes SET state = 'ready', ready_at = now()
+    WHERE queue = $1 AND lane_key = $2 AND state = 'blocked' RETURNING head_job_id";
+
+/// Locks the lane row of job `id` and returns the lane; `None` for an unkeyed or unknown job.
+pub async fn lock_of_job(conn: &mut PgConnection, id: i64) -> Result<Option<LaneId>> {
+    Ok(sqlx::query_as(LOCK_OF_JOB)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Links `count` new jobs, the first being `first`, to their lane.
+pub async fn add_jobs(
+    conn: &mut PgConnection,
+    queue: &str,
+    lane: &str,
+    first: &JobRow,
+    count: i32,
+) -> Result<Linked> {
+    Ok(sqlx::query_as(ADD_JOBS)
+        .bind(queue)
+        .bind(lane)
+        .bind(first.id)
+        .bind(first.priority)
+        .bind(first.run_at)
+        .bind(count)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Recomputes the locked lane after its jobs changed. `delta` adjusts the unfinished count
+/// (-1 when a job finished, +1 when one came back); `block` names a job that just failed
+/// under the `block` policy, which then blocks the lane. Returns the head when it is ready.
+pub async fn relink(
+    conn: &mut PgConnection,
+    lane: &LaneId,
+    delta: i32,
+    block: Option<i64>,
+) -> Result<Option<ReadyHead>> {
+    let row: Option<(String, i64, DateTime<Utc>)> = sqlx::query_as(RELINK)
+        .bind(&lane.queue)
+        .bind(&lane.lane_key)
+        .bind(delta)
+        .bind(block)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row
+        .filter(|(state, _, _)| state == "ready")
+        .map(|(_, head_job_id, ready_at)| ReadyHead {
+            head_job_id,
+            ready_at,
+        }))
+}
+
+/// Moves a blocked lane past its failed head. Returns the failed job's id, or `None` if the
+/// lane is not blocked.
+pub async fn unblock(conn: &mut PgConnection, lane: &LaneId) -> Result<Option<i64>> {
+    let failed: Option<i64> = sqlx::query_scalar(UNBLOCK)
+        .bind(&lane.queue)
+        .bind(&lane.lane_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if failed.is_some() {
+        relink(conn, lane, 0, None).await?;
+    }
+    Ok(failed)
+}

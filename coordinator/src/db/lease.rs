@@ -1,0 +1,435 @@
+//! Leases and their fencing tokens: Lease, Heartbeat, Complete, Fail and the reaper's
+//! expiry. Every outcome is guarded by `(id, lease_token, state = 'running')`, so a stale
+//! holder changes nothing and gets `FAILED_PRECONDITION`.
+
+use super::jobs::{JobRow, JobState};
+use super::lanes;
+use super::queues::FailurePolicy;
+use crate::error::{Error, Result};
+use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
+use sqlx::{FromRow, PgConnection, PgPool};
+
+/// A job just leased, with the queue settings the agent needs to run it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Leased {
+    /// The job, now running with its new token.
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    /// The lease TTL: heartbeat well within it.
+    pub lease_ttl_ms: i64,
+    /// Hard limit of the run.
+    pub job_timeout_ms: i64,
+}
+
+/// Who asks for a lease.
+#[derive(Debug, Clone)]
+pub struct Leaser<'a> {
+    /// Agent id.
+    pub agent_id: &'a str,
+    /// Queues it serves.
+    pub queues: &'a [String],
+}
+
+// The lease probe. For each served queue that is not paused it takes the best ready lanes
+// (index `lanes_ready`: priority, then the head that became ready earliest) and the best
+// ready unkeyed jobs (index `jobs_unkeyed_ready`), skipping rows other leasers hold, then
+// marks the overall best running with a new fencing token. A few index probes per queue,
+// however many jobs or lanes wait. Queues with `max_running` are leased through
+// `lease_capped`, which counts running jobs under the queue's lock first ($4).
+const LEASE: &str = "
+WITH qs AS (
+    SELECT name, lease_ttl_ms, job_timeout_ms FROM queues
+    WHERE name = ANY($1) AND NOT paused AND (max_running IS NULL OR $4)
+), lp AS (
+    SELECT c.queue, c.lane_key, c.head_job_id AS job_id, c.priority, c.ready_at
+    FROM qs CROSS JOIN LATERAL (
+        SELECT l.queue, l.lane_key, l.head_job_id, l.priority, l.ready_at FROM lanes l
+        WHERE l.queue = qs.name AND l.state = 'ready' AND l.ready_at <= now()
+        ORDER BY l.priority DESC, l.ready_at
+        LIMIT $3 FOR UPDATE SKIP LOCKED) c
+), up AS (
+    SELECT c.queue, NULL::text AS lane_key, c.id AS job_id, c.priority, c.run_at AS ready_at
+    FROM qs CROSS JOIN LATERAL (
+        SELECT j.queue, j.id, j.priority, j.run_at FROM jobs j
+        WHERE j.queue = qs.name AND j.state = 'pending' AND j.lane_key IS NULL AND j.run_at <= now()
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT $3 FOR UPDATE SKIP LOCKED) c
+), best AS (
+    SELECT * FROM (SELECT * FROM lp UNION ALL SELECT * FROM up) c
+    ORDER BY priority DESC, ready_at LIMIT $3
+), lane_up AS (
+    UPDATE lanes l SET state = 'running' FROM best b
+    WHERE b.lane_key IS NOT NULL AND l.queue = b.queue AND l.lane_key = b.lane_key
+)
+UPDATE jobs j SET state = 'running', attempt = j.attempt + 1,
+    lease_token = nextval('lease_tokens'),
+    lease_expires_at = now() + qs.lease_ttl_ms * interval '1 millisecond',
+    agent_id = $2, started_at = now(), progress_percent = NULL, progress_message = NULL
+FROM best b JOIN qs ON qs.name = b.queue
+WHERE j.id = b.job_id AND j.state = 'pending'
+RETURNING j.*, qs.lease_ttl_ms, qs.job_timeout_ms";
+
+const CAPPED: &str =
+    "SELECT name FROM queues WHERE name = ANY($1) AND max_running IS NOT NULL AND NOT paused";
+// NO KEY UPDATE: serializes capped leases of the queue without blocking enqueues, whose
+// foreign key takes KEY SHARE on the same row.
+const LOCK_CAPPED: &str = "SELECT max_running FROM queues WHERE name = $1 FOR NO KEY UPDATE";
+const COUNT_RUNNING: &str = "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'running'";
+
+const HEARTBEAT: &str = "UPDATE jobs j SET
+    lease_expires_at = now() + q.lease_ttl_ms * interval '1 millisecond',
+    progress_percent = COALESCE($3, j.progress_percent),
+    progress_message = COALESCE($4, j.progress_message)
+  FROM queues q
+  WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running' AND q.name = j.queue
+  RETURNING j.cancel_requested, j.lease_expires_at";
+
+const COMPLETE: &str = "UPDATE jobs SET state = 'completed', result = $3, finished_at = now(),
+    lease_expires_at = NULL, progress_percent = 100
+  WHERE id = $1 AND lease_token = $2 AND state = 'running'
+  RETURNING queue, lane_key";
+
+const HELD: &str = "SELECT j.attempt, j.max_attempts, j.cancel_requested, j.lease_expires_at,
+    q.failure_policy, q.backoff_initial_ms, q.backoff_max_ms
+  FROM jobs j JOIN queues q ON q.name = j.queue
+  WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running'
+  FOR UPDATE OF j";
+
+const TO_PENDING: &str = "UPDATE jobs SET state = 'pending', attempt = attempt - $2,
+    run_at = $3, last_error = COALESCE($4, last_error), lease_expires_at = NULL
+  WHERE id = $1 RETURNING queue, lane_key";
+
+const TO_FINISHED: &str = "UPDATE jobs SET state = $2, last_error = COALESCE($3, last_error),
+    finished_at = now(), lease_expires_at = NULL
+  WHERE id = $1 RETURNING queue, lane_key";
+
+const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)";
+
+const EXPIRED: &str = "SELECT id, lease_token, agent_id FROM jobs
+  WHERE state = 'running' AND lease_expires_at < now()
+  ORDER BY lease_expires_at LIMIT $1";
+
+/// Leases up to `limit` ready jobs for `who` in the caller's transaction.
+pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Result<Vec<Leased>> {
+    let capped: Vec<String> = sqlx::query_scalar(CAPPED)
+        .bind(who.queues)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out: Vec<Leased> = sqlx::query_as(LEASE)
+        .bind(who.queues)
+        .bind(who.agent_id)
+        .bind(limit)
+        .bind(false)
+        .fetch_all(&mut *conn)
+        .await?;
+    for queue in capped {
+        if out.len() as i64 >= limit {
+            break;
+        }
+        let room = lease_room(conn, &queue)
+            .await?
+            .min(limit - out.len() as i64);
+        if room > 0 {
+            let more: Vec<Leased> = sqlx::query_as(LEASE)
+                .bind(std::slice::from_ref(&queue))
+                .bind(who.agent_id)
+                .bind(room)
+                .bind(true)
+                .fetch_all(&mut *conn)
+                .await?;
+            out.extend(more);
+        }
+    }
+    Ok(out)
+}
+
+/// How many more jobs a `max_running` queue may start, holding its lock until commit.
+async fn lease_room(conn: &mut PgConnection, queue: &str) -> Result<i64> {
+    let max: Option<i32> = sqlx::query_scalar(LOCK_CAPPED)
+        .bind(queue)
+        .fetch_one(&mut *conn)
+        .await?;
+    let running: i64 = sqlx::query_scalar(COUNT_RUNNING)
+        .bind(queue)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(max.map_or(i64::MAX, |m| i64::from(m) - running))
+}
+
+/// Leases one job in its own transaction.
+pub async fn lease_one(pool: &PgPool, who: &Leaser<'_>) -> Result<Option<Leased>> {
+    let mut tx = pool.begin().await?;
+    let job = lease(&mut tx, who, 1).await?.pop();
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Extends the lease and records progress; returns (cancel requested, new expiry).
+pub async fn heartbeat(
+    pool: &PgPool,
+    id: i64,
+    token: i64,
+    percent: Option<i32>,
+    message: Option<&str>,
+) -> Result<(bool, DateTime<Utc>)> {
+    let row: Option<(bool, DateTime<Utc>)> = sqlx::query_as(HEARTBEAT)
+        .bind(id)
+        .bind(token)
+        .bind(percent)
+        .bind(message)
+        .fetch_optional(pool)
+        .await?;
+    match row {
+        Some(r) => Ok(r),
+        None => Err(stale_or_missing(pool, id, token).await),
+    }
+}
+
+async fn stale_or_missing(conn: impl sqlx::PgExecutor<'_>, id: i64, token: i64) -> Error {
+    match sqlx::query_scalar::<_, bool>(EXISTS)
+        .bind(id)
+        .fetch_one(conn)
+        .await
+    {
+        Ok(true) => Error::stale_token(id, token),
+        Ok(false) => Error::job_not_found(id),
+        Err(e) => Error::Db(e),
+    }
+}
+
+/// Completes a job held with `token`; with `next`, also leases that agent its next job in
+/// the same transaction (the lane just advanced competes fairly with lanes already waiting,
+/// so a hot lane alone is handed over without a gap, but never starves others).
+pub async fn complete(
+    pool: &PgPool,
+    id: i64,
+    token: i64,
+    result: serde_json::Value,
+    next: Option<&Leaser<'_>>,
+) -> Result<Option<Leased>> {
+    let mut tx = pool.begin().await?;
+    let lane = lanes::lock_of_job(&mut tx, id).await?;
+    let done: Option<(String, Option<String>)> = sqlx::query_as(COMPLETE)
+        .bind(id)
+        .bind(token)
+        .bind(result)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if done.is_none() {
+        return Err(stale_or_missing(&mut *tx, id, token).await);
+    }
+    if let Some(lane) = &lane {
+        lanes::relink(&mut tx, lane, -1, None).await?;
+    }
+    let leased = match next {
+        Some(who) => lease(&mut tx, who, 1).await?.pop(),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(leased)
+}
+
+/// How an attempt ended badly.
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    /// Error message (already truncated).
+    pub error: String,
+    /// False: permanent, no retry.
+    pub retryable: bool,
+    /// Overrides the backoff of this retry.
+    pub retry_after_ms: Option<i64>,
+    /// Give the job back without counting the attempt.
+    pub release: bool,
+    /// The handler stopped because the job was cancelled.
+    pub cancelled: bool,
+    /// Only act if the lease has lapsed (the reaper).
+    pub only_if_expired: bool,
+}
+
+#[derive(FromRow)]
+struct Held {
+    attempt: i32,
+    max_attempts: i32,
+    cancel_requested: bool,
+    lease_expires_at: Option<DateTime<Utc>>,
+    failure_policy: FailurePolicy,
+    backoff_initial_ms: i64,
+    backoff_max_ms: i64,
+}
+
+/// Records a failed attempt of a job held with `token` and returns the job's new state
+/// (and the agent's next job when `next` is given).
+pub async fn fail(
+    pool: &PgPool,
+    id: i64,
+    token: i64,
+    f: &Failure,
+    next: Option<&Leaser<'_>>,
+) -> Result<(JobState, Option<Leased>)> {
+    let mut tx = pool.begin().await?;
+    let lane = lanes::lock_of_job(&mut tx, id).await?;
+    let held: Option<Held> = sqlx::query_as(HELD)
+        .bind(id)
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(held) = held else {
+        return Err(stale_or_missing(&mut *tx, id, token).await);
+    };
+    if f.only_if_expired && held.lease_expires_at.is_some_and(|t| t >= Utc::now()) {
+        return Err(Error::Precondition(format!("job {id}'s lease was renewed")));
+    }
+    let error = (!f.error.is_empty()).then_some(f.error.as_str());
+    let state = decide(&held, f);
+    match state {
+        JobState::Pending => {
+            let (uncount, run_at) = if f.release {
+                (1, Utc::now())
+            } else {
+                (0, Utc::now() + retry_delay(&held, f.retry_after_ms))
+            };
+            sqlx::query(TO_PENDING)
+                .bind(id)
+                .bind(uncount)
+                .bind(run_at)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(lane) = &lane {
+                lanes::relink(&mut tx, lane, 0, None).await?;
+            }
+        }
+        _ => {
+            sqlx::query(TO_FINISHED)
+                .bind(id)
+                .bind(state)
+                .bind(error)
+                .execute(&mut *tx)
+                .await?;
+            let block = (state == JobState::Failed && held.failure_policy == FailurePolicy::Block)
+                .then_some(id);
+            if let Some(lane) = &lane {
+                lanes::relink(&mut tx, lane, -1, block).await?;
+            }
+        }
+    }
+    let leased = match next {
+        Some(who) => lease(&mut tx, who, 1).await?.pop(),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok((state, leased))
+}
+
+fn decide(held: &Held, f: &Failure) -> JobState {
+    if f.cancelled || (held.cancel_requested && !f.release) {
+        JobState::Cancelled
+    } else if f.release || (f.retryable && held.attempt < held.max_attempts) {
+        JobState::Pending
+    } else {
+        JobState::Failed
+    }
+}
+
+/// Exponential backoff with ±20 % jitter: initial × 2^(attempt-1), capped.
+fn retry_delay(held: &Held, retry_after_ms: Option<i64>) -> Duration {
+    if let Some(ms) = retry_after_ms {
+        return Duration::milliseconds(ms.clamp(0, held.backoff_max_ms.max(0)));
+    }
+    let exp = u32::try_from(held.attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(30);
+    let base = held
+        .backoff_initial_ms
+        .saturating_mul(1i64 << exp)
+        .min(held.backoff_max_ms);
+    let jitter = rand::rng().random_range(0.8..=1.2);
+    Duration::milliseconds((base as f64 * jitter) as i64)
+}
+
+/// Returns lapsed leases to their lanes (counting the attempt), at most `limit` per call.
+/// Several replicas may reap at once: the token and expiry guards let one of them win.
+pub async fn reap(pool: &PgPool, limit: i64) -> Result<usize> {
+    let expired: Vec<(i64, i64, Option<String>)> =
+        sqlx::query_as(EXPIRED).bind(limit).fetch_all(pool).await?;
+    let mut reaped = 0;
+    for (id, token, agent) in expired {
+        let f = Failure {
+            error: format!(
+                "lease expired: agent {} stopped heartbeating",
+                agent.as_deref().unwrap_or("?")
+            ),
+            retryable: true,
+            only_if_expired: true,
+            ..Failure::default()
+        };
+        match fail(pool, id, token, &f, None).await {
+            Ok((state, _)) => {
+                reaped += 1;
+                tracing::warn!(
+                    job.id = id,
+                    ?state,
+                    "lease expired; job returned to its lane"
+                );
+            }
+            Err(Error::Precondition(_) | Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(reaped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(attempt: i32) -> Held {
+        Held {
+            attempt,
+            max_attempts: 3,
+            cancel_requested: false,
+            lease_expires_at: None,
+            failure_policy: FailurePolicy::Continue,
+            backoff_initial_ms: 5_000,
+            backoff_max_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        for (attempt, base) in [
+            (1, 5_000),
+            (2, 10_000),
+            (3, 20_000),
+            (6, 60_000),
+            (40, 60_000),
+        ] {
+            let d = retry_delay(&held(attempt), None).num_milliseconds();
+            assert!(
+                (base * 8 / 10..=base * 12 / 10).contains(&d),
+                "attempt {attempt}: {d}"
+            );
+        }
+        assert_eq!(retry_delay(&held(1), Some(1234)).num_milliseconds(), 1234);
+    }
+
+    #[test]
+    fn outcome_of_a_failure() {
+        let retry = Failure {
+            retryable: true,
+            ..Failure::default()
+        };
+        assert_eq!(decide(&held(1), &retry), JobState::Pending);
+        assert_eq!(decide(&held(3), &retry), JobState::Failed);
+        assert_eq!(decide(&held(1), &Failure::default()), JobState::Failed);
+        let release = Failure {
+            release: true,
+            ..Failure::default()
+        };
+        assert_eq!(decide(&held(3), &release), JobState::Pending);
+        let mut cancelled = held(1);
+        cancelled.cancel_requested = true;
+        assert_eq!(decide(&cancelled, &retry), JobState::Cancelled);
+    }
+}

@@ -1,0 +1,35 @@
+//! Everything that touches PostgreSQL. One file per table or concern; each state change of a
+//! job is one guarded statement (or a short transaction that first locks the lane row), so
+//! the database, not this process, decides who wins a race.
+
+pub mod agents;
+pub mod jobs;
+pub mod lanes;
+pub mod lease;
+pub mod queues;
+pub mod stats;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The schema migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool to `url`. Connections fail fast so an unreachable database surfaces as
+/// `UNAVAILABLE` rather than a hung RPC.
+pub async fn connect(url: &str, max_connections: u32) -> sqlx::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?.application_name("lanes-coordinator");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// Applies pending migrations. Safe to run concurrently from several replicas: sqlx holds
+/// an advisory lock while migrating, and applied migrations are skipped.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,66 @@
+//! The coordinator's one error type and its single mapping to `tonic::Status`, so every RPC
+//! reports the same case the same way.
+
+use tonic::{Code, Status};
+
+/// What can go wrong in a coordinator operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or out of limits; nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The job (or lane, queue) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is valid but the state forbids it (stale fencing token, finished job…).
+    #[error("{0}")]
+    Precondition(String),
+    /// Backpressure: the queue holds its maximum of pending jobs.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Shorthand for coordinator results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A `NOT_FOUND` for a job id.
+    pub fn job_not_found(id: i64) -> Self {
+        Error::NotFound(format!("job {id} does not exist (or was purged)"))
+    }
+
+    /// A `FAILED_PRECONDITION` for a token that no longer holds the job's lease.
+    pub fn stale_token(id: i64, token: i64) -> Self {
+        Error::Precondition(format!(
+            "lease token {token} no longer holds job {id}: the lease expired, was released, \
+             or the job was finished by another holder"
+        ))
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let code = match &e {
+            Error::Invalid(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::Precondition(_) => Code::FailedPrecondition,
+            Error::Exhausted(_) => Code::ResourceExhausted,
+            Error::Db(err) if is_unavailable(err) => Code::Unavailable,
+            Error::Db(_) => Code::Internal,
+        };
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
+}

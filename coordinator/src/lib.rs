@@ -1,0 +1,49 @@
+//! The Lanes coordinator: owns the Postgres schema, every state change of a job, lane
+//! leases, fencing tokens, wake fan-out and the reaper. Stateless itself: all state is in
+//! Postgres, so several replicas may serve one database.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod reaper;
+pub mod server;
+pub mod service;
+pub mod validate;
+pub mod wake;
+
+/// Sets up `tracing` from `RUST_LOG` (default `info`); `LOG_FORMAT=json` prints JSON lines.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A token cancelled by the first SIGTERM or SIGINT.
+pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    // Detached: it lives as long as the process and only cancels the token.
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}

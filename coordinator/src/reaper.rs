@@ -1,0 +1,28 @@
+//! The reaper: returns jobs whose lease lapsed (agent died, network cut) to their lane,
+//! counting the attempt. Runs on every replica; the fencing-token guard lets one win.
+
+use crate::db::lease;
+use crate::wake::Waker;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Reaps lapsed leases every `every` until `stop`.
+pub async fn run(pool: PgPool, waker: Arc<Waker>, every: Duration, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match lease::reap(&pool, 100).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(reaped = n, "returned lapsed leases to their lanes");
+                waker.request(None, n as i64, "tick");
+            }
+            Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
+        }
+    }
+}

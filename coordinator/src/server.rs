@@ -1,0 +1,148 @@
+//! Assembles the gRPC server: the three Lanes services behind their auth guards, server
+//! reflection (v1 and v1alpha, for grpcurl old and new), grpc.health.v1, optional TLS, and
+//! the background tasks (wake fan-out, safety tick, reaper). Stops cleanly on `stop`.
+
+use crate::config::ServeArgs;
+use crate::service::Ctx;
+use crate::service::admin::Admin;
+use crate::service::agent::Agents;
+use crate::service::auth::Guard;
+use crate::service::client::Clients;
+use crate::wake::Waker;
+use crate::{db, reaper};
+use anyhow::Context;
+use lanes_proto::v1::admin_service_server::AdminServiceServer;
+use lanes_proto::v1::agent_service_server::AgentServiceServer;
+use lanes_proto::v1::client_service_server::ClientServiceServer;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+/// Runs the coordinator until `stop` is cancelled.
+pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::connect(&args.database_url, args.db_pool_size)
+        .await
+        .context("connecting to the database (DATABASE_URL)")?;
+    db::migrate(&pool).await.context("applying migrations")?;
+    let replica = args.coordinator_id.clone().unwrap_or_else(default_id);
+    let stale_ms = (args.tick_ms * 5).max(10_000) as i64;
+    let (waker, requests) = Waker::new(pool.clone(), replica.clone(), stale_ms);
+    let ctx = Ctx::new(pool.clone(), waker.clone(), args.max_payload_bytes);
+
+    let mut tasks = JoinSet::new();
+    let tick = Duration::from_millis(args.tick_ms.max(100));
+    tasks.spawn(
+        waker
+            .clone()
+            .run(requests, tick, args.keepalive_ticks, stop.clone()),
+    );
+    let reap_every = Duration::from_millis(args.reaper_ms.max(100));
+    tasks.spawn(reaper::run(
+        pool.clone(),
+        waker.clone(),
+        reap_every,
+        stop.clone(),
+    ));
+
+    let (agent_guard, client_guard, admin_guard) = guards(&args);
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<Agents>>().await;
+    health.set_serving::<ClientServiceServer<Clients>>().await;
+    health.set_serving::<AdminServiceServer<Admin>>().await;
+
+    let max_message = 16 * 1024 * 1024 + 2 * args.max_payload_bytes;
+    let agents =
+        AgentServiceServer::new(Agents::new(ctx.clone())).max_decoding_message_size(max_message);
+    let clients =
+        ClientServiceServer::new(Clients::new(ctx.clone())).max_decoding_message_size(max_message);
+    let admin =
+        AdminServiceServer::new(Admin::new(ctx.clone())).max_decoding_message_size(max_message);
+
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let identity = Identity::from_pem(
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        );
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let router = builder
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            agents,
+            move |r| agent_guard.check(r),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            clients,
+            move |r| client_guard.check(r),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            admin,
+            move |r| admin_guard.check(r),
+        ))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, coordinator.id = %replica, tls = args.tls_cert.is_some(), "coordinator listening");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let shutdown = stop.clone();
+    router
+        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+        .await
+        .context("gRPC server")?;
+    tracing::info!("gRPC server stopped; draining background tasks");
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+    pool.close().await;
+    Ok(())
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lanes_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+fn guards(args: &ServeArgs) -> (Guard, Guard, Guard) {
+    let clean = |v: &[String]| {
+        v.iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let (agent, client, admin) = (
+        clean(&args.agent_tokens),
+        clean(&args.client_tokens),
+        clean(&args.admin_tokens),
+    );
+    let known: Vec<String> = agent.iter().chain(&client).chain(&admin).cloned().collect();
+    if agent.is_empty() || client.is_empty() || admin.is_empty() {
+        tracing::warn!(
+            "some roles have no token configured (LANES_AGENT_TOKENS / LANES_CLIENT_TOKENS / \
+             LANES_ADMIN_TOKENS): those services accept unauthenticated calls"
+        );
+    }
+    let client_or_admin: Vec<String> = client.iter().chain(&admin).cloned().collect();
+    // A role with no tokens stays open even when the others have tokens.
+    let open_if_empty =
+        |own: &[String], allowed: Vec<String>| if own.is_empty() { Vec::new() } else { allowed };
+    (
+        Guard::new(agent.clone(), known.clone()),
+        Guard::new(open_if_empty(&client, client_or_admin), known.clone()),
+        Guard::new(admin, known),
+    )
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "coordinator".into());
+    format!("{host}-{}", std::process::id())
+}

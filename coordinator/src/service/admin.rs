@@ -1,0 +1,194 @@
+//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge.
+
+use super::{Ctx, convert};
+use crate::db::lanes::{self, LaneId};
+use crate::db::queues::{self, FailurePolicy, SettingsPatch};
+use crate::db::{agents, jobs};
+use crate::error::Error;
+use crate::validate;
+use lanes_proto::v1 as pb;
+use lanes_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+/// The operator service.
+pub struct Admin {
+    ctx: Ctx,
+}
+
+impl Admin {
+    /// Builds the service.
+    pub fn new(ctx: Ctx) -> Self {
+        Admin { ctx }
+    }
+
+    async fn patch(
+        &self,
+        queue: &str,
+        p: SettingsPatch,
+    ) -> Result<Response<pb::QueueSettings>, Status> {
+        validate::queue_name(queue)?;
+        let s = queues::update(&self.ctx.pool, queue, &p).await?;
+        Ok(Response::new(convert::settings(s)))
+    }
+}
+
+fn policy(p: i32) -> Result<Option<FailurePolicy>, Error> {
+    match pb::FailurePolicy::try_from(p) {
+        Ok(pb::FailurePolicy::Unspecified) => Ok(None),
+        Ok(pb::FailurePolicy::Continue) => Ok(Some(FailurePolicy::Continue)),
+        Ok(pb::FailurePolicy::Block) => Ok(Some(FailurePolicy::Block)),
+        Err(_) => Err(Error::Invalid(format!("unknown failure_policy {p}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn get_queue_settings(
+        &self,
+        req: Request<pb::GetQueueSettingsRequest>,
+    ) -> Result<Response<pb::QueueSettings>, Status> {
+        let q = &req.get_ref().queue;
+        validate::queue_name(q)?;
+        Ok(Response::new(convert::settings(
+            queues::get(&self.ctx.pool, q).await?,
+        )))
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn set_queue_settings(
+        &self,
+        req: Request<pb::SetQueueSettingsRequest>,
+    ) -> Result<Response<pb::QueueSettings>, Status> {
+        let r = req.into_inner();
+        // 0 clears the optional limits, as documented on QueueSettings.
+        let patch = SettingsPatch {
+            max_attempts: r.max_attempts,
+            backoff_initial_ms: r.backoff_initial_ms,
+            backoff_max_ms: r.backoff_max_ms,
+            lease_ttl_ms: r.lease_ttl_ms,
+            job_timeout_ms: r.job_timeout_ms,
+            retention_completed_s: r.retention_completed_s,
+            retention_failed_s: r.retention_failed_s,
+            max_pending: r.max_pending.map(|n| (n > 0).then_some(n)),
+            max_running: r.max_running.map(|n| (n > 0).then_some(n)),
+            paused: None,
+            failure_policy: r.failure_policy.map(policy).transpose()?.flatten(),
+        };
+        if r.max_pending.is_some_and(|n| n < 0) || r.max_running.is_some_and(|n| n < 0) {
+            return Err(Error::Invalid(
+                "max_pending and max_running must be ≥ 0 (0 = unlimited)".into(),
+            )
+            .into());
+        }
+        self.patch(&r.queue, patch).await
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn pause_queue(
+        &self,
+        req: Request<pb::PauseQueueRequest>,
+    ) -> Result<Response<pb::QueueSettings>, Status> {
+        self.patch(
+            &req.get_ref().queue,
+            SettingsPatch {
+                paused: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn resume_queue(
+        &self,
+        req: Request<pb::ResumeQueueRequest>,
+    ) -> Result<Response<pb::QueueSettings>, Status> {
+        let queue = req.get_ref().queue.clone();
+        let out = self
+            .patch(
+                &queue,
+                SettingsPatch {
+                    paused: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let ready = crate::db::stats::ready(&self.ctx.pool, Some(&queue), 1000).await?;
+        self.ctx.waker.request(Some(&queue), ready, "wake");
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_queues(
+        &self,
+        _: Request<pb::ListQueuesRequest>,
+    ) -> Result<Response<pb::ListQueuesResponse>, Status> {
+        let qs = queues::list(&self.ctx.pool).await?;
+        Ok(Response::new(pb::ListQueuesResponse {
+            queues: qs.into_iter().map(convert::settings).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_agents(
+        &self,
+        _: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let rows = agents::list(&self.ctx.pool, self.ctx.waker.stale_ms).await?;
+        let agents = rows
+            .into_iter()
+            .map(|a| pb::AgentInfo {
+                state: if a.asleep { "asleep" } else { "awake" }.into(),
+                coordinator_id: a
+                    .coordinator_id
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .into(),
+                agent_id: a.agent_id,
+                queues: a.queues,
+                job_id: a.job_id.unwrap_or(0),
+                connected_at: Some(convert::ts(a.connected_at)),
+                last_seen_at: Some(convert::ts(a.last_seen_at)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue, lane = %req.get_ref().lane))]
+    async fn unblock_lane(
+        &self,
+        req: Request<pb::UnblockLaneRequest>,
+    ) -> Result<Response<pb::UnblockLaneResponse>, Status> {
+        let r = req.into_inner();
+        validate::queue_name(&r.queue)?;
+        let lane = validate::optional_key("lane key", &r.lane)?
+            .ok_or_else(|| Error::Invalid("lane is empty".into()))?;
+        let id = LaneId::new(&r.queue, &lane);
+        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
+        let failed = lanes::unblock(&mut tx, &id).await?;
+        tx.commit().await.map_err(Error::from)?;
+        let failed_job_id = failed.ok_or_else(|| {
+            Error::Precondition(format!("lane {lane} of queue {} is not blocked", r.queue))
+        })?;
+        self.ctx.waker.request(Some(&r.queue), 1, "wake");
+        Ok(Response::new(pb::UnblockLaneResponse { failed_job_id }))
+    }
+
+    #[tracing::instrument(skip_all, fields(hours = req.get_ref().older_than_hours))]
+    async fn purge_jobs(
+        &self,
+        req: Request<pb::PurgeJobsRequest>,
+    ) -> Result<Response<pb::PurgeJobsResponse>, Status> {
+        let r = req.into_inner();
+        let hours = i32::try_from(r.older_than_hours)
+            .ok()
+            .filter(|h| (0..=24 * 3650).contains(h))
+            .ok_or_else(|| Error::Invalid("older_than_hours must be 0-87600".into()))?;
+        let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
+        let deleted = jobs::purge(&self.ctx.pool, queue, hours).await?;
+        tracing::info!(deleted, "purged finished jobs");
+        Ok(Response::new(pb::PurgeJobsResponse { deleted }))
+    }
+}

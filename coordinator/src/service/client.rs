@@ -1,0 +1,296 @@
+//! `lanes.v1.ClientService`: enqueue, inspect, cancel, retry, stats and wake.
+
+use super::{Ctx, convert};
+use crate::db::jobs::{self, NewJob};
+use crate::db::{agents, stats};
+use crate::error::Error;
+use crate::validate;
+use chrono::{Duration, Utc};
+use lanes_proto::v1 as pb;
+use lanes_proto::v1::client_service_server::ClientService;
+use std::collections::BTreeMap;
+use tonic::{Request, Response, Status};
+
+/// Largest accepted priority magnitude.
+const MAX_PRIORITY: i32 = 1000;
+/// Longest accepted delay: one year.
+const MAX_DELAY_S: i64 = 366 * 24 * 3600;
+
+/// The client-facing service.
+pub struct Clients {
+    ctx: Ctx,
+}
+
+impl Clients {
+    /// Builds the service.
+    pub fn new(ctx: Ctx) -> Self {
+        Clients { ctx }
+    }
+
+    fn new_job(&self, r: pb::EnqueueRequest) -> Result<NewJob, Error> {
+        validate::queue_name(&r.queue)?;
+        let payload = validate::json("payload", &r.payload, self.ctx.max_payload_bytes, false)?;
+        if r.priority.abs() > MAX_PRIORITY {
+            return Err(Error::Invalid(format!(
+                "priority is {}; allowed -{MAX_PRIORITY}..{MAX_PRIORITY} (high = 10, normal = 0, low = -10)",
+                r.priority
+            )));
+        }
+        if !(0..=MAX_DELAY_S).contains(&r.delay_seconds) {
+            return Err(Error::Invalid(format!(
+                "delay_seconds must be 0-{MAX_DELAY_S}"
+            )));
+        }
+        let run_at = match (&r.run_at, r.delay_seconds) {
+            (Some(_), d) if d != 0 => {
+                return Err(Error::Invalid(
+                    "give run_at or delay_seconds, not both".into(),
+                ));
+            }
+            (Some(t), _) => Some(
+                convert::from_ts(t)
+                    .ok_or_else(|| Error::Invalid("run_at is out of range".into()))?,
+            ),
+            (None, 0) => None,
+            (None, d) => Some(Utc::now() + Duration::seconds(d)),
+        };
+        Ok(NewJob {
+            lane: validate::optional_key("lane key", &r.lane)?,
+            idempotency_key: validate::optional_key("idempotency key", &r.idempotency_key)?,
+            callback_url: validate::optional_url("callback_url", &r.callback_url)?,
+            failure_callback_url: validate::optional_url(
+                "failure_callback_url",
+                &r.failure_callback_url,
+            )?,
+            traceparent: (!r.traceparent.is_empty()).then(|| validate::tail(&r.traceparent, 128)),
+            queue: r.queue,
+            payload: payload.to_string(),
+            priority: r.priority,
+            run_at,
+        })
+    }
+
+    /// Enqueues in one transaction, then asks for agents to be woken for the new ready work.
+    async fn enqueue_all(
+        &self,
+        reqs: Vec<pb::EnqueueRequest>,
+    ) -> Result<Vec<pb::EnqueueResponse>, Error> {
+        let new: Vec<NewJob> = reqs
+            .into_iter()
+            .map(|r| self.new_job(r))
+            .collect::<Result<_, _>>()?;
+        let mut tx = self.ctx.pool.begin().await?;
+        for q in new
+            .iter()
+            .map(|j| j.queue.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            self.ctx.known_queue(&mut tx, q).await?;
+        }
+        let done = jobs::enqueue(&mut tx, &new).await?;
+        tx.commit().await?;
+        let mut ready: BTreeMap<&str, i64> = BTreeMap::new();
+        for e in done.iter().filter(|e| e.ready_now) {
+            *ready.entry(e.job.queue.as_str()).or_default() += 1;
+        }
+        for (queue, n) in ready {
+            self.ctx.waker.request(Some(queue), n, "enqueue");
+        }
+        Ok(done
+            .into_iter()
+            .map(|e| pb::EnqueueResponse {
+                created: e.created,
+                position_in_lane: e.position_in_lane,
+                job: Some(convert::job(e.job)),
+            })
+            .collect())
+    }
+}
+
+#[tonic::async_trait]
+impl ClientService for Clients {
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue, lane = %req.get_ref().lane))]
+    async fn enqueue(
+        &self,
+        req: Request<pb::EnqueueRequest>,
+    ) -> Result<Response<pb::EnqueueResponse>, Status> {
+        let mut out = self.enqueue_all(vec![req.into_inner()]).await?;
+        let one = out
+            .pop()
+            .ok_or_else(|| Status::internal("enqueue returned nothing"))?;
+        Ok(Response::new(one))
+    }
+
+    #[tracing::instrument(skip_all, fields(jobs = req.get_ref().jobs.len()))]
+    async fn enqueue_batch(
+        &self,
+        req: Request<pb::EnqueueBatchRequest>,
+    ) -> Result<Response<pb::EnqueueBatchResponse>, Status> {
+        let jobs = req.into_inner().jobs;
+        if jobs.is_empty() || jobs.len() > validate::MAX_BATCH {
+            return Err(Error::Invalid(format!(
+                "a batch holds 1-{} jobs (got {})",
+                validate::MAX_BATCH,
+                jobs.len()
+            ))
+            .into());
+        }
+        let results = self.enqueue_all(jobs).await?;
+        Ok(Response::new(pb::EnqueueBatchResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job.id = req.get_ref().id))]
+    async fn get_job(
+        &self,
+        req: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let job = jobs::get(&self.ctx.pool, req.get_ref().id).await?;
+        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
+        let position_in_lane = jobs::position(&mut conn, &job).await?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(convert::job(job)),
+            position_in_lane,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let r = req.into_inner();
+        let limit = match r.page_size {
+            0 => 50,
+            n @ 1..=500 => i64::from(n),
+            n => return Err(Error::Invalid(format!("page_size is {n}; allowed 1-500")).into()),
+        };
+        let state = pb::JobState::try_from(r.state)
+            .map_err(|_| Error::Invalid(format!("unknown state {}", r.state)))?;
+        let filter = jobs::ListFilter {
+            queue: (!r.queue.is_empty()).then_some(r.queue),
+            lane: (!r.lane.is_empty()).then_some(r.lane),
+            state: convert::db_state(state),
+            before_id: (r.page_token > 0).then_some(r.page_token),
+            limit,
+        };
+        let rows = jobs::list(&self.ctx.pool, &filter).await?;
+        let next_page_token = if rows.len() as i64 == limit {
+            rows.last().map_or(0, |j| j.id)
+        } else {
+            0
+        };
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: rows.into_iter().map(convert::job).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job.id = req.get_ref().id))]
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let job = jobs::cancel(&self.ctx.pool, req.get_ref().id).await?;
+        // The lane may have a new ready head now.
+        if job.lane_key.is_some() {
+            self.ctx.waker.request(Some(&job.queue), 1, "enqueue");
+        }
+        Ok(Response::new(pb::CancelJobResponse {
+            job: Some(convert::job(job)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job.id = req.get_ref().id))]
+    async fn retry_job(
+        &self,
+        req: Request<pb::RetryJobRequest>,
+    ) -> Result<Response<pb::RetryJobResponse>, Status> {
+        let job = jobs::retry(&self.ctx.pool, req.get_ref().id).await?;
+        self.ctx.waker.request(Some(&job.queue), 1, "enqueue");
+        Ok(Response::new(pb::RetryJobResponse {
+            job: Some(convert::job(job)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_stats(
+        &self,
+        req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let r = req.into_inner();
+        let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
+        let per_queue = stats::by_queue(&self.ctx.pool, queue).await?;
+        let (connected, asleep) =
+            agents::counts(&self.ctx.pool, self.ctx.waker.stale_ms, queue).await?;
+        let mut totals = pb::StateCounts::default();
+        let queues = per_queue
+            .into_iter()
+            .map(|c| {
+                let counts = pb::StateCounts {
+                    pending: c.pending,
+                    running: c.running,
+                    completed: c.completed,
+                    failed: c.failed,
+                    cancelled: c.cancelled,
+                    ready: c.ready,
+                };
+                totals.pending += c.pending;
+                totals.running += c.running;
+                totals.completed += c.completed;
+                totals.failed += c.failed;
+                totals.cancelled += c.cancelled;
+                totals.ready += c.ready;
+                pb::QueueStats {
+                    queue: c.queue,
+                    counts: Some(counts),
+                    paused: c.paused,
+                    blocked_lanes: c.blocked_lanes,
+                    active_lanes: c.active_lanes,
+                    avg_run_ms: c.avg_run_ms,
+                    oldest_ready_ms: c.oldest_ready_ms,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetStatsResponse {
+            totals: Some(totals),
+            queues,
+            agents_connected: connected as i32,
+            agents_asleep: asleep as i32,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(requested_by = %req.get_ref().requested_by))]
+    async fn wake(
+        &self,
+        req: Request<pb::WakeRequest>,
+    ) -> Result<Response<pb::WakeResponse>, Status> {
+        let r = req.into_inner();
+        if r.max_agents < 0 {
+            return Err(Error::Invalid("max_agents must not be negative".into()).into());
+        }
+        let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
+        if let Some(q) = queue {
+            validate::queue_name(q)?;
+        }
+        let ready = stats::ready(&self.ctx.pool, queue, 10_000).await?;
+        let want = if r.max_agents == 0 {
+            ready
+        } else {
+            ready.min(i64::from(r.max_agents))
+        };
+        let woken = if want > 0 {
+            self.ctx.waker.wake_now(queue, want, "wake").await?
+        } else {
+            0
+        };
+        let (connected, asleep) =
+            agents::counts(&self.ctx.pool, self.ctx.waker.stale_ms, queue).await?;
+        tracing::info!(ready, woken, connected, "wake requested");
+        Ok(Response::new(pb::WakeResponse {
+            ready_jobs: ready,
+            agents_woken: woken as i32,
+            agents_connected: connected as i32,
+            agents_busy: (connected - asleep) as i32,
+        }))
+    }
+}

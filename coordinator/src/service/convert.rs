@@ -1,0 +1,113 @@
+//! Rows to protobuf messages.
+
+use crate::db::jobs::{JobRow, JobState};
+use crate::db::lease::Leased;
+use crate::db::queues::{FailurePolicy, QueueSettings};
+use chrono::{DateTime, Duration, Utc};
+use lanes_proto::v1 as pb;
+use prost_types::Timestamp;
+
+/// A chrono time as a protobuf timestamp.
+pub fn ts(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A protobuf timestamp as a chrono time, if it is in range.
+pub fn from_ts(t: &Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// The protobuf enum of a job state.
+pub fn state(s: JobState) -> pb::JobState {
+    match s {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Running => pb::JobState::Running,
+        JobState::Completed => pb::JobState::Completed,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+/// The database state of a protobuf enum (`None` for unspecified).
+pub fn db_state(s: pb::JobState) -> Option<JobState> {
+    match s {
+        pb::JobState::Unspecified => None,
+        pb::JobState::Pending => Some(JobState::Pending),
+        pb::JobState::Running => Some(JobState::Running),
+        pb::JobState::Completed => Some(JobState::Completed),
+        pb::JobState::Failed => Some(JobState::Failed),
+        pb::JobState::Cancelled => Some(JobState::Cancelled),
+    }
+}
+
+/// A job as clients see it.
+pub fn job(j: JobRow) -> pb::Job {
+    pb::Job {
+        id: j.id,
+        queue: j.queue,
+        lane: j.lane_key.unwrap_or_default(),
+        payload: j.payload.to_string(),
+        priority: j.priority,
+        state: state(j.state) as i32,
+        attempt: j.attempt,
+        max_attempts: j.max_attempts,
+        run_at: Some(ts(j.run_at)),
+        idempotency_key: j.idempotency_key.unwrap_or_default(),
+        progress_percent: j.progress_percent.unwrap_or(0),
+        progress_message: j.progress_message.unwrap_or_default(),
+        result: j.result.map(|r| r.to_string()).unwrap_or_default(),
+        last_error: j.last_error.unwrap_or_default(),
+        cancel_requested: j.cancel_requested,
+        created_at: Some(ts(j.created_at)),
+        started_at: j.started_at.map(ts),
+        finished_at: j.finished_at.map(ts),
+        agent_id: j.agent_id.unwrap_or_default(),
+        callback_url: j.callback_url.unwrap_or_default(),
+        failure_callback_url: j.failure_callback_url.unwrap_or_default(),
+        traceparent: j.traceparent.unwrap_or_default(),
+    }
+}
+
+/// A job handed to an agent.
+pub fn leased(l: Leased) -> pb::LeasedJob {
+    let started = l.job.started_at.unwrap_or_else(Utc::now);
+    pb::LeasedJob {
+        id: l.job.id,
+        queue: l.job.queue,
+        lane: l.job.lane_key.unwrap_or_default(),
+        payload: l.job.payload.to_string(),
+        attempt: l.job.attempt,
+        max_attempts: l.job.max_attempts,
+        lease_token: l.job.lease_token.unwrap_or_default(),
+        lease_expires_at: l.job.lease_expires_at.map(ts),
+        deadline: Some(ts(started + Duration::milliseconds(l.job_timeout_ms))),
+        traceparent: l.job.traceparent.unwrap_or_default(),
+        lease_ttl_ms: l.lease_ttl_ms,
+    }
+}
+
+/// Queue settings as operators see them.
+pub fn settings(s: QueueSettings) -> pb::QueueSettings {
+    let policy = match s.failure_policy {
+        FailurePolicy::Continue => pb::FailurePolicy::Continue,
+        FailurePolicy::Block => pb::FailurePolicy::Block,
+    };
+    pb::QueueSettings {
+        queue: s.name,
+        max_attempts: s.max_attempts,
+        backoff_initial_ms: s.backoff_initial_ms,
+        backoff_max_ms: s.backoff_max_ms,
+        lease_ttl_ms: s.lease_ttl_ms,
+        job_timeout_ms: s.job_timeout_ms,
+        retention_completed_s: s.retention_completed_s,
+        retention_failed_s: s.retention_failed_s,
+        max_pending: s.max_pending.unwrap_or(0),
+        max_running: s.max_running.unwrap_or(0),
+        paused: s.paused,
+        failure_policy: policy as i32,
+        updated_at: Some(ts(s.updated_at)),
+    }
+}

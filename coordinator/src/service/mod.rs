@@ -1,0 +1,57 @@
+//! The gRPC services, one file each, and what they share. Handlers validate, call one
+//! `db` function, and map the result; they hold no state of their own beyond [`Ctx`].
+
+pub mod admin;
+pub mod agent;
+pub mod auth;
+pub mod client;
+mod convert;
+
+use crate::db::queues;
+use crate::wake::Waker;
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// What every service needs.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The database.
+    pub pool: PgPool,
+    /// This replica's wake streams.
+    pub waker: Arc<Waker>,
+    /// Largest payload or result, in bytes.
+    pub max_payload_bytes: usize,
+    /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
+    known: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Ctx {
+    /// Builds the shared context.
+    pub fn new(pool: PgPool, waker: Arc<Waker>, max_payload_bytes: usize) -> Self {
+        Ctx {
+            pool,
+            waker,
+            max_payload_bytes,
+            known: Arc::default(),
+        }
+    }
+
+    /// Creates the queue with default settings on first use (once per process).
+    pub async fn known_queue(
+        &self,
+        conn: &mut PgConnection,
+        queue: &str,
+    ) -> crate::error::Result<()> {
+        let seen =
+            |k: &Mutex<HashSet<String>>| k.lock().map(|s| s.contains(queue)).unwrap_or(false);
+        if seen(&self.known) {
+            return Ok(());
+        }
+        queues::ensure(&mut *conn, queue).await?;
+        if let Ok(mut s) = self.known.lock() {
+            s.insert(queue.to_owned());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! Wake, not poll. Idle agents hold a WakeStream; this module keeps this replica's streams,
+//! claims asleep agents in the database when work becomes ready (so across every replica
+//! one ready job wakes at most one agent), and tells the replica holding each claimed
+//! stream through Postgres LISTEN/NOTIFY. Idle agents cause no database queries; a slow
+//! safety tick covers delayed jobs and lost notifications.
+//!
+//! Must never: wake an agent that is not asleep, or block an RPC on a wake.
+
+use crate::db::{agents, stats};
+use lanes_proto::v1::WakeEvent;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+const CHANNEL: &str = "lanes_wake";
+/// Most stream ids in one NOTIFY payload (Postgres caps payloads near 8,000 bytes).
+const IDS_PER_NOTIFY: usize = 40;
+
+/// A stream's messages.
+pub type WakeSender = mpsc::Sender<Result<WakeEvent, Status>>;
+
+struct Stream {
+    agent_id: String,
+    queues: Vec<String>,
+    tx: WakeSender,
+}
+
+/// This replica's wake streams and the wake fan-out.
+pub struct Waker {
+    pool: PgPool,
+    replica: String,
+    serial: AtomicU64,
+    streams: Mutex<HashMap<String, Stream>>,
+    requests: mpsc::UnboundedSender<(Option<String>, i64, &'static str)>,
+    /// Agents not refreshed for this long count as gone.
+    pub stale_ms: i64,
+}
+
+impl Waker {
+    /// Creates the waker of replica `replica`; `run` must be spawned with the receiver.
+    pub fn new(
+        pool: PgPool,
+        replica: String,
+        stale_ms: i64,
+    ) -> (
+        Arc<Self>,
+        mpsc::UnboundedReceiver<(Option<String>, i64, &'static str)>,
+    ) {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let waker = Waker {
+            pool,
+            replica,
+            serial: AtomicU64::new(0),
+            streams: Mutex::new(HashMap::new()),
+            requests,
+            stale_ms,
+        };
+        (Arc::new(waker), rx)
+    }
+
+    /// Registers an agent's stream; returns its id (unique per connection).
+    pub async fn subscribe(
+        &self,
+        agent_id: &str,
+        queues: &[String],
+        tx: WakeSender,
+    ) -> crate::error::Result<String> {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        let stream_id = format!("{}/{n}", self.replica);
+        agents::register(&self.pool, agent_id, &stream_id, queues).await?;
+        let stream = Stream {
+            agent_id: agent_id.to_owned(),
+            queues: queues.to_vec(),
+            tx,
+        };
+        self.lock().insert(stream_id.clone(), stream);
+        Ok(stream_id)
+    }
+
+    /// Forgets a closed stream.
+    pub async fn unsubscribe(&self, stream_id: &str) {
+        let gone = self.lock().remove(stream_id);
+        if let Some(s) = gone {
+            if let Err(e) = agents::unregister(&self.pool, &s.agent_id, stream_id).await {
+                tracing::warn!(error = %e, agent.id = %s.agent_id, "could not unregister agent");
+            }
+        }
+    }
+
+    /// Asks for up to `n` asleep agents serving `queue` (any queue: `None`) to be woken.
+    /// Never blocks: the wake task does the work and coalesces bursts.
+    pub fn request(&self, queue: Option<&str>, n: i64, reason: &'static str) {
+        if n > 0 {
+            // The receiver only goes away at shutdown, when wakes no longer matter.
+            let _ = self.requests.send((queue.map(str::to_owned), n, reason));
+        }
+    }
+
+    /// Wakes now, waiting for the claim; returns how many agents were woken.
+    pub async fn wake_now(
+        &self,
+        queue: Option<&str>,
+        n: i64,
+        reason: &str,
+    ) -> crate::error::Result<usize> {
+        let claimed = agents::claim(&self.pool, queue, n, self.stale_ms).await?;
+        let count = claimed.len();
+        self.deliver(claimed, queue.unwrap_or_default(), reason)
+            .await;
+        Ok(count)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stream>> {
+        // A panic while holding this lock leaves a plain map behind: still consistent.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the event to local streams and NOTIFYs the other replicas about theirs.
+    async fn deliver(&self, claimed: Vec<agents::Claimed>, queue: &str, reason: &str) {
+        let mut remote = Vec::new();
+        for c in claimed {
+            if !self.send_local(&c.coordinator_id, queue, reason) {
+                remote.push(c.coordinator_id);
+            }
+        }
+        for chunk in remote.chunks(IDS_PER_NOTIFY) {
+            let payload = json!({ "streams": chunk, "queue": queue, "reason": reason }).to_string();
+            let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "wake notify failed; the safety tick will cover it");
+            }
+        }
+    }
+
+    fn send_local(&self, stream_id: &str, queue: &str, reason: &str) -> bool {
+        let streams = self.lock();
+        let Some(s) = streams.get(stream_id) else {
+            return false;
+        };
+        let event = WakeEvent {
+            queue: queue.to_owned(),
+            reason: reason.to_owned(),
+        };
+        // A full buffer means the agent already has wakes it has not read: one more is moot.
+        let _ = s.tx.try_send(Ok(event));
+        true
+    }
+
+    /// Queues served by this replica's streams.
+    fn local_queues(&self) -> Vec<String> {
+        let mut qs: Vec<String> = self
+            .lock()
+            .values()
+            .flat_map(|s| s.queues.clone())
+            .collect();
+        qs.sort();
+        qs.dedup();
+        qs
+    }
+
+    fn local_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn keepalive(&self) {
+        for s in self.lock().values() {
+            let _ = s.tx.try_send(Ok(WakeEvent {
+                queue: String::new(),
+                reason: "tick".into(),
+            }));
+        }
+    }
+
+    /// Runs the wake task, the NOTIFY listener and the safety tick until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut requests: mpsc::UnboundedReceiver<(Option<String>, i64, &'static str)>,
+        tick: Duration,
+        keepalive_every: u32,
+        stop: CancellationToken,
+    ) {
+        let listener = tokio::spawn(self.clone().listen(stop.clone()));
+        let mut ticker = tokio::time::interval(tick);
+        let mut ticks: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(first) = requests.recv() => self.serve_requests(first, &mut requests).await,
+                _ = ticker.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    self.safety_tick(keepalive_every > 0 && ticks % keepalive_every == 0).await;
+                }
+            }
+        }
+        let _ = listener.await;
+    }
+
+    /// Coalesces every request already queued into one claim per queue.
+    async fn serve_requests(
+        &self,
+        first: (Option<String>, i64, &'static str),
+        rx: &mut mpsc::UnboundedReceiver<(Option<String>, i64, &'static str)>,
+    ) {
+        let mut wanted: BTreeMap<Option<String>, (i64, &'static str)> = BTreeMap::new();
+        let mut add = |(q, n, why): (Option<String>, i64, &'static str)| {
+            wanted.entry(q).or_insert((0, why)).0 += n;
+        };
+        add(first);
+        while let Ok(r) = rx.try_recv() {
+            add(r);
+        }
+        for (queue, (n, why)) in wanted {
+            if let Err(e) = self.wake_now(queue.as_deref(), n, why).await {
+                tracing::warn!(error = %e, "wake failed; the safety tick will cover it");
+            }
+        }
+    }
+
+    /// Refreshes this replica's agents and wakes asleep ones for work that became ready
+    /// without an enqueue (delayed jobs, retry backoffs) or whose wake was lost.
+    async fn safety_tick(&self, keepalive: bool) {
+        let ids = self.local_ids();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = agents::touch(&self.pool, &ids, self.stale_ms).await {
+            tracing::warn!(error = %e, "could not refresh agents");
+        }
+        for queue in self.local_queues() {
+            match stats::ready(&self.pool, Some(&queue), 1000).await {
+                Ok(n) if n > 0 => self.request(Some(&queue), n, "tick"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "safety tick failed"),
+            }
+        }
+        if keepalive {
+            self.keepalive();
+        }
+    }
+
+    /// Delivers wakes that other replicas claimed for this replica's streams.
+    async fn listen(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.listen_once(&stop) => r,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "wake listener lost its connection; reconnecting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn listen_once(&self, stop: &CancellationToken) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        while !stop.is_cancelled() {
+            let n = listener.recv().await?;
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(n.payload()) else {
+                continue;
+            };
+            let queue = msg["queue"].as_str().unwrap_or_default();
+            let reason = msg["reason"].as_str().unwrap_or("enqueue");
+            for id in msg["streams"].as_array().into_iter().flatten() {
+                if let Some(id) = id.as_str() {
+                    self.send_local(id, queue, reason);
+                }
+            }
+        }
+        Ok(())
+    }
+}

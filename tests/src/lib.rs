@@ -1,0 +1,9 @@
+//! Test support for Lanes: throwaway PostgreSQL databases ([`pg`]) and the project's real
+//! binaries run as child processes ([`procs`]), shared by all database and end-to-end tests.
+
+pub mod pg;
+pub mod procs;
+
+pub use nix::sys::signal::Signal;
+pub use pg::{TestDb, fresh_database, pg_bin_dir};
+pub use procs::{ChildProc, bin_path, free_port, spawn, wait_for_tcp};
