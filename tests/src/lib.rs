@@ -1,9 +1,11 @@
 //! Test support for Lanes: throwaway PostgreSQL databases ([`pg`]) and the project's real
 //! binaries run as child processes ([`procs`]), shared by all database and end-to-end tests.
 
+pub mod coordinator;
 pub mod pg;
 pub mod procs;
 
+pub use coordinator::Coordinator;
 pub use nix::sys::signal::Signal;
 pub use pg::{TestDb, fresh_database, pg_bin_dir};
 pub use procs::{ChildProc, bin_path, free_port, spawn, wait_for_tcp};

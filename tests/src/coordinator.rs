@@ -1,0 +1,110 @@
+//! A real coordinator process on a free port, and gRPC clients to it.
+
+use crate::procs::{self, ChildProc};
+use anyhow::Context;
+use lanes_proto::v1::admin_service_client::AdminServiceClient;
+use lanes_proto::v1::agent_service_client::AgentServiceClient;
+use lanes_proto::v1::client_service_client::ClientServiceClient;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// A running `coordinator` binary.
+pub struct Coordinator {
+    /// The process (killed when dropped).
+    pub proc: ChildProc,
+    /// Its gRPC address.
+    pub addr: SocketAddr,
+    /// The database it serves.
+    pub database_url: String,
+    /// Extra arguments it was started with (reused by `restart`).
+    args: Vec<String>,
+}
+
+/// Fast settings for tests: short ticks so reaping and safety wakes happen within a second.
+pub const TEST_ARGS: &[&str] = &["--tick-ms", "200", "--reaper-ms", "100"];
+
+impl Coordinator {
+    /// Starts a coordinator on `database_url` with `TEST_ARGS` plus `extra` arguments, and
+    /// waits until it accepts connections.
+    pub async fn start(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
+        let args: Vec<String> = TEST_ARGS
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        Self::start_on(database_url, procs::free_port(), args).await
+    }
+
+    async fn start_on(
+        database_url: &str,
+        port: u16,
+        args: Vec<String>,
+    ) -> anyhow::Result<Coordinator> {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut all = vec!["--listen".to_string(), addr.to_string()];
+        all.extend(args.iter().cloned());
+        let envs = [
+            ("DATABASE_URL".to_string(), database_url.to_string()),
+            (
+                "RUST_LOG".to_string(),
+                "info,lanes_coordinator=debug".to_string(),
+            ),
+        ];
+        let path = procs::bin_path("coordinator")?;
+        let proc = procs::spawn("coordinator", &path, &all, &envs).await?;
+        let mut c = Coordinator {
+            proc,
+            addr,
+            database_url: database_url.to_string(),
+            args,
+        };
+        c.wait_ready().await?;
+        Ok(c)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let waited = procs::wait_for_tcp(self.addr, Duration::from_secs(30)).await;
+        if let Err(e) = waited {
+            anyhow::bail!("coordinator did not start: {e}\n{}", self.proc.log_tail(40));
+        }
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL and starts a new one on the same port and database.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill9().await;
+        let fresh = Self::start_on(&self.database_url, self.addr.port(), self.args.clone()).await?;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// The `http://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A channel to the server.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Endpoint::from_shared(self.url())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .context("connecting to the coordinator")
+    }
+
+    /// An AgentService client.
+    pub async fn agent(&self) -> anyhow::Result<AgentServiceClient<Channel>> {
+        Ok(AgentServiceClient::new(self.channel().await?))
+    }
+
+    /// A ClientService client.
+    pub async fn client(&self) -> anyhow::Result<ClientServiceClient<Channel>> {
+        Ok(ClientServiceClient::new(self.channel().await?))
+    }
+
+    /// An AdminService client.
+    pub async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
+        Ok(AdminServiceClient::new(self.channel().await?))
+    }
+}
