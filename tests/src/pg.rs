@@ -33,6 +33,9 @@ const SERVER_SETTINGS: &[&str] = &[
     "shared_buffers=128MB",
 ];
 
+/// The settings above that trade durability for speed (dropped when LANES_PG_DURABLE=1).
+const NOT_DURABLE: &[&str] = &["fsync=", "synchronous_commit=", "full_page_writes="];
+
 /// Attempts at starting the cluster: the port is picked before the server binds it, so another
 /// process can take it in between.
 const START_ATTEMPTS: u32 = 5;
@@ -297,7 +300,12 @@ impl LocalCluster {
             } else {
                 options.push_str(" -c unix_socket_directories=''");
             }
+            // Benchmarks set LANES_PG_DURABLE=1: commits then cost a real fsync, as in production.
+            let durable = std::env::var("LANES_PG_DURABLE").is_ok_and(|v| v == "1");
             for setting in SERVER_SETTINGS {
+                if durable && NOT_DURABLE.iter().any(|n| setting.starts_with(n)) {
+                    continue;
+                }
                 options.push_str(" -c ");
                 options.push_str(setting);
             }
