@@ -19,6 +19,7 @@ pub struct Coordinator {
     pub database_url: String,
     /// Extra arguments it was started with (reused by `restart`).
     args: Vec<String>,
+    log: String,
 }
 
 /// Fast settings for tests: short ticks so reaping and safety wakes happen within a second.
@@ -28,36 +29,49 @@ impl Coordinator {
     /// Starts a coordinator on `database_url` with `TEST_ARGS` plus `extra` arguments, and
     /// waits until it accepts connections.
     pub async fn start(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
+        Self::start_logging(database_url, extra, "info,lanes_coordinator=debug").await
+    }
+
+    /// Like `start` but logging warnings only (benchmarks: per-RPC debug lines cost time).
+    pub async fn start_quiet(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
+        Self::start_logging(database_url, extra, "warn").await
+    }
+
+    async fn start_logging(
+        database_url: &str,
+        extra: &[&str],
+        log: &str,
+    ) -> anyhow::Result<Coordinator> {
         let args: Vec<String> = TEST_ARGS
             .iter()
             .chain(extra)
             .map(|s| s.to_string())
             .collect();
-        Self::start_on(database_url, procs::free_port(), args).await
+        Self::start_on(database_url, procs::free_port(), args, log).await
     }
 
     async fn start_on(
         database_url: &str,
         port: u16,
         args: Vec<String>,
+        log: &str,
     ) -> anyhow::Result<Coordinator> {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut all = vec!["--listen".to_string(), addr.to_string()];
         all.extend(args.iter().cloned());
         let envs = [
             ("DATABASE_URL".to_string(), database_url.to_string()),
-            (
-                "RUST_LOG".to_string(),
-                "info,lanes_coordinator=debug".to_string(),
-            ),
+            ("RUST_LOG".to_string(), log.to_string()),
         ];
         let path = procs::bin_path("coordinator")?;
         let proc = procs::spawn("coordinator", &path, &all, &envs).await?;
+        let database_url = database_url.to_string();
         let mut c = Coordinator {
             proc,
             addr,
-            database_url: database_url.to_string(),
+            database_url,
             args,
+            log: log.to_string(),
         };
         c.wait_ready().await?;
         Ok(c)
@@ -74,7 +88,13 @@ impl Coordinator {
     /// Kills the process with SIGKILL and starts a new one on the same port and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill9().await;
-        let fresh = Self::start_on(&self.database_url, self.addr.port(), self.args.clone()).await?;
+        let fresh = Self::start_on(
+            &self.database_url,
+            self.addr.port(),
+            self.args.clone(),
+            &self.log,
+        )
+        .await?;
         *self = fresh;
         Ok(())
     }

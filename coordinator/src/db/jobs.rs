@@ -5,7 +5,7 @@
 //! (`lanes::lock_of_job`), so lane rows and job rows are always locked in the order
 //! lane → job, and a lane's head is recomputed from a snapshot taken after the lock.
 
-use super::lanes;
+use super::lanes::{self, LaneId, NewInLane};
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
@@ -200,22 +200,40 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Job
 /// Adds the new keyed jobs to their lanes (one upsert per lane, in key order so concurrent
 /// batches lock lanes in the same order) and fills in positions and readiness.
 async fn link_lanes(conn: &mut PgConnection, out: &mut [Enqueued]) -> Result<()> {
-    let mut by_lane: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut by_lane: BTreeMap<LaneId, Vec<usize>> = BTreeMap::new();
     for (i, e) in out.iter().enumerate() {
         if let (true, Some(lane)) = (e.created, &e.job.lane_key) {
             by_lane
-                .entry((e.job.queue.clone(), lane.clone()))
+                .entry(LaneId::new(&e.job.queue, lane))
                 .or_default()
                 .push(i);
         }
     }
-    for ((queue, lane), idx) in by_lane {
-        let first = &out[idx[0]].job;
-        let linked = lanes::add_jobs(conn, &queue, &lane, first, idx.len() as i32).await?;
+    if by_lane.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewInLane> = by_lane
+        .iter()
+        .map(|(lane, idx)| {
+            let first = &out[idx[0]].job;
+            NewInLane {
+                lane: lane.clone(),
+                first: first.id,
+                priority: first.priority,
+                run_at: first.run_at,
+                count: idx.len() as i32,
+            }
+        })
+        .collect();
+    let now = Utc::now();
+    for (lane, linked) in lanes::add_jobs(conn, &new).await? {
+        let Some(idx) = by_lane.get(&lane) else {
+            continue;
+        };
         for (n, &i) in idx.iter().enumerate() {
             let e = &mut out[i];
             e.position_in_lane = i64::from(linked.queued) - (idx.len() - n) as i64;
-            e.ready_now = n == 0 && linked.head_job_id == e.job.id && e.job.run_at <= Utc::now();
+            e.ready_now = n == 0 && linked.head_job_id == e.job.id && e.job.run_at <= now;
         }
     }
     Ok(())

@@ -5,13 +5,12 @@
 //! the upsert in `add_jobs`) — that lock is what keeps an enqueue and a completion of the
 //! same lane from each missing the other's job.
 
-use super::jobs::JobRow;
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgConnection};
 
 /// A lane: its queue and key.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, FromRow)]
 pub struct LaneId {
     /// Queue name.
     pub queue: String,
@@ -55,12 +54,16 @@ const LOCK_OF_JOB: &str = "SELECT l.queue, l.lane_key FROM lanes l
 
 // A new lane starts ready with the first new job as head; an existing lane only counts the
 // jobs (they wait their turn). DO UPDATE, not DO NOTHING: it takes the row lock, so a
-// completion that holds the lane finishes first and then sees these jobs.
+// completion that holds the lane finishes first and then sees these jobs. All lanes of a
+// batch in one statement, in key order, so concurrent batches lock lanes in the same order.
 const ADD_JOBS: &str =
     "INSERT INTO lanes (queue, lane_key, head_job_id, state, priority, ready_at, queued)
-    VALUES ($1, $2, $3, 'ready', $4, $5, $6)
+    SELECT queue, lane_key, head, 'ready', priority, ready_at, n
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[], $5::timestamptz[], $6::int[])
+         AS u(queue, lane_key, head, priority, ready_at, n)
+    ORDER BY queue, lane_key
     ON CONFLICT (queue, lane_key) DO UPDATE SET queued = lanes.queued + EXCLUDED.queued
-    RETURNING head_job_id, queued";
+    RETURNING queue, lane_key, head_job_id, queued";
 
 // Recomputes a locked lane from its jobs: a running job is the head; else a blocked lane
 // whose failed head is still failed stays blocked; else the first pending job (by id: FIFO)
@@ -112,23 +115,53 @@ pub async fn lock_of_job(conn: &mut PgConnection, id: i64) -> Result<Option<Lane
         .await?)
 }
 
-/// Links `count` new jobs, the first being `first`, to their lane.
-pub async fn add_jobs(
-    conn: &mut PgConnection,
-    queue: &str,
-    lane: &str,
-    first: &JobRow,
-    count: i32,
-) -> Result<Linked> {
-    Ok(sqlx::query_as(ADD_JOBS)
-        .bind(queue)
-        .bind(lane)
-        .bind(first.id)
-        .bind(first.priority)
-        .bind(first.run_at)
-        .bind(count)
-        .fetch_one(conn)
-        .await?)
+/// New jobs of one lane within a batch: the first one's id, priority and run_at, and how many.
+#[derive(Debug, Clone)]
+pub struct NewInLane {
+    /// The lane.
+    pub lane: LaneId,
+    /// The batch's first job of this lane (the head if the lane is new).
+    pub first: i64,
+    /// Its priority and run time (the lane's, if it becomes the head).
+    pub priority: i32,
+    /// See `priority`.
+    pub run_at: DateTime<Utc>,
+    /// Jobs of this lane in the batch.
+    pub count: i32,
+}
+
+/// Links new jobs to their lanes, one entry per lane (distinct lanes only); returns each
+/// lane's head and unfinished count afterwards.
+pub async fn add_jobs(conn: &mut PgConnection, new: &[NewInLane]) -> Result<Vec<(LaneId, Linked)>> {
+    let rows: Vec<(String, String, i64, i32)> = sqlx::query_as(ADD_JOBS)
+        .bind(
+            new.iter()
+                .map(|n| n.lane.queue.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            new.iter()
+                .map(|n| n.lane.lane_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(new.iter().map(|n| n.first).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.priority).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.run_at).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.count).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(queue, lane_key, head_job_id, queued)| {
+            (
+                LaneId { queue, lane_key },
+                Linked {
+                    head_job_id,
+                    queued,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Recomputes the locked lane after its jobs changed. `delta` adjusts the unfinished count

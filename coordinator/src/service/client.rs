@@ -79,14 +79,12 @@ impl Clients {
             .into_iter()
             .map(|r| self.new_job(r))
             .collect::<Result<_, _>>()?;
-        let mut tx = self.ctx.pool.begin().await?;
-        for q in new
-            .iter()
-            .map(|j| j.queue.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-        {
-            self.ctx.known_queue(&mut tx, q).await?;
+        let queues: std::collections::BTreeSet<&str> =
+            new.iter().map(|j| j.queue.as_str()).collect();
+        for q in queues {
+            self.ctx.known_queue(q).await?;
         }
+        let mut tx = self.ctx.pool.begin().await?;
         let done = jobs::enqueue(&mut tx, &new).await?;
         tx.commit().await?;
         let mut ready: BTreeMap<&str, i64> = BTreeMap::new();

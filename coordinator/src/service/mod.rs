@@ -9,7 +9,7 @@ mod convert;
 
 use crate::db::queues;
 use crate::wake::Waker;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -37,18 +37,16 @@ impl Ctx {
         }
     }
 
-    /// Creates the queue with default settings on first use (once per process).
-    pub async fn known_queue(
-        &self,
-        conn: &mut PgConnection,
-        queue: &str,
-    ) -> crate::error::Result<()> {
+    /// Creates the queue with default settings on first use (once per process). Runs in its
+    /// own autocommit statement: caching a queue created by a transaction that has not yet
+    /// committed would let a concurrent enqueue skip the insert and not see the queue.
+    pub async fn known_queue(&self, queue: &str) -> crate::error::Result<()> {
         let seen =
             |k: &Mutex<HashSet<String>>| k.lock().map(|s| s.contains(queue)).unwrap_or(false);
         if seen(&self.known) {
             return Ok(());
         }
-        queues::ensure(&mut *conn, queue).await?;
+        queues::ensure(&self.pool, queue).await?;
         if let Ok(mut s) = self.known.lock() {
             s.insert(queue.to_owned());
         }
