@@ -42,11 +42,13 @@ const TOUCH: &str = "UPDATE agents SET last_seen_at = now() WHERE coordinator_id
 // Agents whose replica stopped refreshing them are gone (the replica died).
 const FORGET_STALE: &str =
     "DELETE FROM agents WHERE last_seen_at < now() - $1 * interval '1 millisecond'";
-// Longest-asleep first; SKIP LOCKED so concurrent wakes claim different agents.
+// Longest-asleep first; SKIP LOCKED so concurrent wakes claim different agents. A paused
+// queue has no ready work, so a wake for it (an enqueue while paused) claims nobody.
 const CLAIM: &str = "UPDATE agents a SET asleep = false, asleep_since = NULL
   FROM (SELECT agent_id FROM agents
         WHERE asleep AND ($1::text IS NULL OR $1 = ANY(queues))
           AND last_seen_at > now() - $3 * interval '1 millisecond'
+          AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = $1 AND q.paused)
         ORDER BY asleep_since LIMIT $2 FOR UPDATE SKIP LOCKED) c
   WHERE a.agent_id = c.agent_id
   RETURNING a.agent_id, a.coordinator_id";

@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use sqlx::{FromRow, PgConnection, PgPool};
+use std::sync::Mutex;
+use std::time::Instant;
 
 /// A job just leased, with the queue settings the agent needs to run it.
 #[derive(Debug, Clone, FromRow)]
@@ -70,8 +72,7 @@ FROM best b JOIN qs ON qs.name = b.queue
 WHERE j.id = b.job_id AND j.state = 'pending'
 RETURNING j.*, qs.lease_ttl_ms, qs.job_timeout_ms";
 
-const CAPPED: &str =
-    "SELECT name FROM queues WHERE name = ANY($1) AND max_running IS NOT NULL AND NOT paused";
+const CAPPED: &str = "SELECT name FROM queues WHERE max_running IS NOT NULL";
 // NO KEY UPDATE: serializes capped leases of the queue without blocking enqueues, whose
 // foreign key takes KEY SHARE on the same row.
 const LOCK_CAPPED: &str = "SELECT max_running FROM queues WHERE name = $1 FOR NO KEY UPDATE";
@@ -110,26 +111,46 @@ const EXPIRED: &str = "SELECT id, lease_token, agent_id FROM jobs
   WHERE state = 'running' AND lease_expires_at < now()
   ORDER BY lease_expires_at LIMIT $1";
 
+/// Queues that have `max_running`, as last read, and when. Re-read at most every
+/// `CAPPED_TTL`, so the common case (no cap) costs no extra statement per lease; a cap set
+/// on another replica applies here within that time.
+static CAPPED_CACHE: Mutex<Option<(Instant, Vec<String>)>> = Mutex::new(None);
+const CAPPED_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Drops the cached list of capped queues (after a settings change on this replica).
+pub fn forget_capped() {
+    if let Ok(mut c) = CAPPED_CACHE.lock() {
+        *c = None;
+    }
+}
+
+async fn capped_among(conn: &mut PgConnection, queues: &[String]) -> Result<Vec<String>> {
+    let cached = CAPPED_CACHE
+        .lock()
+        .ok()
+        .and_then(|c| c.as_ref().filter(|(at, _)| at.elapsed() < CAPPED_TTL).map(|(_, q)| q.clone()));
+    let all = match cached {
+        Some(q) => q,
+        None => {
+            let q: Vec<String> = sqlx::query_scalar(CAPPED).fetch_all(&mut *conn).await?;
+            if let Ok(mut c) = CAPPED_CACHE.lock() {
+                *c = Some((Instant::now(), q.clone()));
+            }
+            q
+        }
+    };
+    Ok(all.into_iter().filter(|q| queues.contains(q)).collect())
+}
+
 /// Leases up to `limit` ready jobs for `who` in the caller's transaction.
 pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Result<Vec<Leased>> {
-    let capped: Vec<String> = sqlx::query_scalar(CAPPED)
-        .bind(who.queues)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut out: Vec<Leased> = sqlx::query_as(LEASE)
-        .bind(who.queues)
-        .bind(who.agent_id)
-        .bind(limit)
-        .bind(false)
-        .fetch_all(&mut *conn)
-        .await?;
+    let capped = capped_among(conn, who.queues).await?;
+    let mut out = lease_uncapped(&mut *conn, who, limit).await?;
     for queue in capped {
         if out.len() as i64 >= limit {
             break;
         }
-        let room = lease_room(conn, &queue)
-            .await?
-            .min(limit - out.len() as i64);
+        let room = lease_room(conn, &queue).await?.min(limit - out.len() as i64);
         if room > 0 {
             let more: Vec<Leased> = sqlx::query_as(LEASE)
                 .bind(std::slice::from_ref(&queue))
@@ -142,6 +163,16 @@ pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Res
         }
     }
     Ok(out)
+}
+
+async fn lease_uncapped(db: impl sqlx::PgExecutor<'_>, who: &Leaser<'_>, limit: i64) -> Result<Vec<Leased>> {
+    Ok(sqlx::query_as(LEASE)
+        .bind(who.queues)
+        .bind(who.agent_id)
+        .bind(limit)
+        .bind(false)
+        .fetch_all(db)
+        .await?)
 }
 
 /// How many more jobs a `max_running` queue may start, holding its lock until commit.
@@ -157,9 +188,14 @@ async fn lease_room(conn: &mut PgConnection, queue: &str) -> Result<i64> {
     Ok(max.map_or(i64::MAX, |m| i64::from(m) - running))
 }
 
-/// Leases one job in its own transaction.
+/// Leases one job. Without a capped queue among `who.queues` this is one autocommit
+/// statement; otherwise a transaction that holds the capped queue's lock while counting.
 pub async fn lease_one(pool: &PgPool, who: &Leaser<'_>) -> Result<Option<Leased>> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    if capped_among(&mut conn, who.queues).await?.is_empty() {
+        return Ok(lease_uncapped(&mut *conn, who, 1).await?.pop());
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let job = lease(&mut tx, who, 1).await?.pop();
     tx.commit().await?;
     Ok(job)
@@ -323,7 +359,9 @@ pub async fn fail(
 }
 
 fn decide(held: &Held, f: &Failure) -> JobState {
-    if f.cancelled || (held.cancel_requested && !f.release) {
+    // Cancellation wins even over a release: handed back, the job would be pending, and a
+    // pending job is cancelled at once; running it again would run a cancelled job.
+    if f.cancelled || held.cancel_requested {
         JobState::Cancelled
     } else if f.release || (f.retryable && held.attempt < held.max_attempts) {
         JobState::Pending
@@ -431,5 +469,6 @@ mod tests {
         let mut cancelled = held(1);
         cancelled.cancel_requested = true;
         assert_eq!(decide(&cancelled, &retry), JobState::Cancelled);
+        assert_eq!(decide(&cancelled, &release), JobState::Cancelled);
     }
 }

@@ -28,6 +28,7 @@ impl Admin {
     ) -> Result<Response<pb::QueueSettings>, Status> {
         validate::queue_name(queue)?;
         let s = queues::update(&self.ctx.pool, queue, &p).await?;
+        crate::db::lease::forget_capped();
         Ok(Response::new(convert::settings(s)))
     }
 }

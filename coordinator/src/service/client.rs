@@ -288,7 +288,9 @@ impl ClientService for Clients {
             ready_jobs: ready,
             agents_woken: woken as i32,
             agents_connected: connected as i32,
-            agents_busy: (connected - asleep) as i32,
+            // Counted after the wake, which marked the woken agents awake: they were idle,
+            // not busy.
+            agents_busy: (connected - asleep - woken as i64).max(0) as i32,
         }))
     }
 }
