@@ -136,10 +136,13 @@ const RETRY: &str = "UPDATE jobs SET state = 'pending', attempt = 0, run_at = no
     WHERE id = $1 AND state IN ('failed', 'cancelled') RETURNING *";
 
 /// Enqueues `jobs` (already validated) in the caller's transaction. All or nothing:
-/// `RESOURCE_EXHAUSTED` if a queue would exceed its `max_pending`.
+/// `RESOURCE_EXHAUSTED` if a queue would exceed its `max_pending` (the caller must then
+/// roll back: the rows are already inserted).
 pub async fn enqueue(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
-    check_max_pending(conn, jobs).await?;
     let inserted: Vec<JobRow> = insert_rows(conn, jobs).await?;
+    // After the insert, so only jobs really added count: a repeated idempotency key adds
+    // nothing and gets its job back even when the queue is full (n8n retries requests).
+    check_max_pending(conn, &inserted).await?;
     let mut out = Vec::with_capacity(jobs.len());
     let mut rows = inserted.into_iter().peekable();
     for job in jobs {
@@ -239,10 +242,14 @@ async fn link_lanes(conn: &mut PgConnection, out: &mut [Enqueued]) -> Result<()>
     Ok(())
 }
 
-async fn check_max_pending(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<()> {
+/// Fails if a queue that just received `added` holds more than its `max_pending`.
+async fn check_max_pending(conn: &mut PgConnection, added: &[JobRow]) -> Result<()> {
     let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
-    for j in jobs {
+    for j in added {
         *wanted.entry(j.queue.as_str()).or_default() += 1;
+    }
+    if wanted.is_empty() {
+        return Ok(());
     }
     let names: Vec<&str> = wanted.keys().copied().collect();
     let limits: Vec<(String, i64)> = sqlx::query_as(MAX_PENDING)
@@ -250,15 +257,17 @@ async fn check_max_pending(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(
         .fetch_all(&mut *conn)
         .await?;
     for (queue, max) in limits {
-        let pending: i64 = sqlx::query_scalar(COUNT_PENDING_UPTO)
+        // Counting one past the limit is enough to see it exceeded.
+        let now: i64 = sqlx::query_scalar(COUNT_PENDING_UPTO)
             .bind(&queue)
-            .bind(max)
+            .bind(max.saturating_add(1))
             .fetch_one(&mut *conn)
             .await?;
-        let adding = wanted.get(queue.as_str()).copied().unwrap_or(0);
-        if pending + adding > max {
+        if now > max {
+            let adding = wanted.get(queue.as_str()).copied().unwrap_or(0);
             return Err(Error::Exhausted(format!(
-                "queue {queue} holds {pending} pending jobs; its max_pending is {max}: retry later"
+                "queue {queue} is full: {adding} more pending jobs would exceed its max_pending \
+                 of {max}; retry later"
             )));
         }
     }

@@ -65,44 +65,10 @@ const ADD_JOBS: &str =
     ON CONFLICT (queue, lane_key) DO UPDATE SET queued = lanes.queued + EXCLUDED.queued
     RETURNING queue, lane_key, head_job_id, queued";
 
-// Recomputes a locked lane from its jobs: a running job is the head; else a blocked lane
-// whose failed head is still failed stays blocked; else the first pending job (by id: FIFO)
-// is the head; else the lane row goes away. A head that stays the same keeps its place in
-// the ready order unless its run_at moved later (retry backoff).
-const RELINK: &str = "
-WITH run AS (
-    SELECT id, priority FROM jobs
-    WHERE queue = $1 AND lane_key = $2 AND state = 'running'
-), blk AS (
-    SELECT l.head_job_id AS id FROM lanes l JOIN jobs j ON j.id = l.head_job_id
-    WHERE l.queue = $1 AND l.lane_key = $2 AND j.state = 'failed'
-      AND (l.state = 'blocked' OR l.head_job_id = $4)
-), nxt AS (
-    SELECT id, priority, run_at FROM jobs
-    WHERE queue = $1 AND lane_key = $2 AND state = 'pending'
-    ORDER BY id LIMIT 1
-), target AS (
-    SELECT id, 'running'::lane_state AS state, priority, now() AS ready_at FROM run
-    UNION ALL
-    SELECT id, 'blocked', 0, now() FROM blk WHERE NOT EXISTS (SELECT 1 FROM run)
-    UNION ALL
-    SELECT id, 'ready', priority, greatest(run_at, now()) FROM nxt
-    WHERE NOT EXISTS (SELECT 1 FROM run) AND NOT EXISTS (SELECT 1 FROM blk)
-), gone AS (
-    DELETE FROM lanes WHERE queue = $1 AND lane_key = $2 AND NOT EXISTS (SELECT 1 FROM target)
-)
-INSERT INTO lanes AS l (queue, lane_key, head_job_id, state, priority, ready_at, queued)
-SELECT $1, $2, id, state, priority, ready_at, greatest($3, 0) FROM target
-ON CONFLICT (queue, lane_key) DO UPDATE SET
-    head_job_id = EXCLUDED.head_job_id,
-    state = EXCLUDED.state,
-    priority = EXCLUDED.priority,
-    queued = greatest(l.queued + $3, 0),
-    ready_at = CASE
-        WHEN l.head_job_id = EXCLUDED.head_job_id AND l.state = 'ready' AND EXCLUDED.state = 'ready'
-        THEN greatest(l.ready_at, (SELECT run_at FROM nxt))
-        ELSE EXCLUDED.ready_at END
-RETURNING state::text, head_job_id, ready_at";
+// Recomputes a locked lane from its jobs (function `lanes_relink`, migrations/…_lane_functions.sql):
+// a running job is the head; else a blocked lane whose failed head is still failed stays
+// blocked; else the first pending job (by id: FIFO) is the head; else the row goes away.
+const RELINK: &str = "SELECT o_state, o_head, o_ready_at FROM lanes_relink($1, $2, $3, $4)";
 
 const UNBLOCK: &str = "UPDATE lanes SET state = 'ready', ready_at = now()
     WHERE queue = $1 AND lane_key = $2 AND state = 'blocked' RETURNING head_job_id";
@@ -173,19 +139,20 @@ pub async fn relink(
     delta: i32,
     block: Option<i64>,
 ) -> Result<Option<ReadyHead>> {
-    let row: Option<(String, i64, DateTime<Utc>)> = sqlx::query_as(RELINK)
+    let row: (Option<String>, Option<i64>, Option<DateTime<Utc>>) = sqlx::query_as(RELINK)
         .bind(&lane.queue)
         .bind(&lane.lane_key)
         .bind(delta)
         .bind(block)
-        .fetch_optional(conn)
+        .fetch_one(conn)
         .await?;
-    Ok(row
-        .filter(|(state, _, _)| state == "ready")
-        .map(|(_, head_job_id, ready_at)| ReadyHead {
+    Ok(match row {
+        (Some(state), Some(head_job_id), Some(ready_at)) if state == "ready" => Some(ReadyHead {
             head_job_id,
             ready_at,
-        }))
+        }),
+        _ => None,
+    })
 }
 
 /// Moves a blocked lane past its failed head. Returns the failed job's id, or `None` if the

@@ -86,10 +86,9 @@ const HEARTBEAT: &str = "UPDATE jobs j SET
   WHERE j.id = $1 AND j.lease_token = $2 AND j.state = 'running' AND q.name = j.queue
   RETURNING j.cancel_requested, j.lease_expires_at";
 
-const COMPLETE: &str = "UPDATE jobs SET state = 'completed', result = $3, finished_at = now(),
-    lease_expires_at = NULL, progress_percent = 100
-  WHERE id = $1 AND lease_token = $2 AND state = 'running'
-  RETURNING queue, lane_key";
+// Function `lanes_complete` (migrations/…_lane_functions.sql): locks the lane, completes the
+// job if the token still holds it, advances the lane — one round trip.
+const COMPLETE: &str = "SELECT lanes_complete($1, $2, $3)";
 
 const HELD: &str = "SELECT j.attempt, j.max_attempts, j.cancel_requested, j.lease_expires_at,
     q.failure_policy, q.backoff_initial_ms, q.backoff_max_ms
@@ -125,10 +124,11 @@ pub fn forget_capped() {
 }
 
 async fn capped_among(conn: &mut PgConnection, queues: &[String]) -> Result<Vec<String>> {
-    let cached = CAPPED_CACHE
-        .lock()
-        .ok()
-        .and_then(|c| c.as_ref().filter(|(at, _)| at.elapsed() < CAPPED_TTL).map(|(_, q)| q.clone()));
+    let cached = CAPPED_CACHE.lock().ok().and_then(|c| {
+        c.as_ref()
+            .filter(|(at, _)| at.elapsed() < CAPPED_TTL)
+            .map(|(_, q)| q.clone())
+    });
     let all = match cached {
         Some(q) => q,
         None => {
@@ -150,7 +150,9 @@ pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Res
         if out.len() as i64 >= limit {
             break;
         }
-        let room = lease_room(conn, &queue).await?.min(limit - out.len() as i64);
+        let room = lease_room(conn, &queue)
+            .await?
+            .min(limit - out.len() as i64);
         if room > 0 {
             let more: Vec<Leased> = sqlx::query_as(LEASE)
                 .bind(std::slice::from_ref(&queue))
@@ -165,7 +167,11 @@ pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Res
     Ok(out)
 }
 
-async fn lease_uncapped(db: impl sqlx::PgExecutor<'_>, who: &Leaser<'_>, limit: i64) -> Result<Vec<Leased>> {
+async fn lease_uncapped(
+    db: impl sqlx::PgExecutor<'_>,
+    who: &Leaser<'_>,
+    limit: i64,
+) -> Result<Vec<Leased>> {
     Ok(sqlx::query_as(LEASE)
         .bind(who.queues)
         .bind(who.agent_id)
@@ -244,26 +250,37 @@ pub async fn complete(
     result: serde_json::Value,
     next: Option<&Leaser<'_>>,
 ) -> Result<Option<Leased>> {
-    let mut tx = pool.begin().await?;
-    let lane = lanes::lock_of_job(&mut tx, id).await?;
-    let done: Option<(String, Option<String>)> = sqlx::query_as(COMPLETE)
+    // Without a next lease the completion is one autocommit statement. With one, both run
+    // in one transaction so the agent's next job comes back in this round trip and commit.
+    let mut conn = pool.acquire().await?;
+    let Some(who) = next else {
+        complete_in(&mut conn, id, token, result).await?;
+        return Ok(None);
+    };
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    complete_in(&mut tx, id, token, result).await?;
+    let leased = lease(&mut tx, who, 1).await?.pop();
+    tx.commit().await?;
+    Ok(leased)
+}
+
+async fn complete_in(
+    conn: &mut PgConnection,
+    id: i64,
+    token: i64,
+    result: serde_json::Value,
+) -> Result<()> {
+    let status: String = sqlx::query_scalar(COMPLETE)
         .bind(id)
         .bind(token)
         .bind(result)
-        .fetch_optional(&mut *tx)
+        .fetch_one(conn)
         .await?;
-    if done.is_none() {
-        return Err(stale_or_missing(&mut *tx, id, token).await);
+    match status.as_str() {
+        "ok" => Ok(()),
+        "stale" => Err(Error::stale_token(id, token)),
+        _ => Err(Error::job_not_found(id)),
     }
-    if let Some(lane) = &lane {
-        lanes::relink(&mut tx, lane, -1, None).await?;
-    }
-    let leased = match next {
-        Some(who) => lease(&mut tx, who, 1).await?.pop(),
-        None => None,
-    };
-    tx.commit().await?;
-    Ok(leased)
 }
 
 /// How an attempt ended badly.

@@ -25,7 +25,10 @@ pub struct Agents {
 impl Agents {
     /// Builds the service.
     pub fn new(ctx: Ctx) -> Self {
-        Agents { ctx, awake: Mutex::default() }
+        Agents {
+            ctx,
+            awake: Mutex::default(),
+        }
     }
 
     /// Leases one job. When nothing is ready the agent is marked asleep first and the lease
