@@ -23,6 +23,9 @@ const CHANNEL: &str = "lanes_wake";
 /// Most stream ids in one NOTIFY payload (Postgres caps payloads near 8,000 bytes).
 const IDS_PER_NOTIFY: usize = 40;
 
+/// A wake request: queue (`None`: any), how many agents, why.
+pub type WakeRequest = (Option<String>, i64, &'static str);
+
 /// A stream's messages.
 pub type WakeSender = mpsc::Sender<Result<WakeEvent, Status>>;
 
@@ -38,7 +41,7 @@ pub struct Waker {
     replica: String,
     serial: AtomicU64,
     streams: Mutex<HashMap<String, Stream>>,
-    requests: mpsc::UnboundedSender<(Option<String>, i64, &'static str)>,
+    requests: mpsc::UnboundedSender<WakeRequest>,
     /// Agents not refreshed for this long count as gone.
     pub stale_ms: i64,
 }
@@ -49,10 +52,7 @@ impl Waker {
         pool: PgPool,
         replica: String,
         stale_ms: i64,
-    ) -> (
-        Arc<Self>,
-        mpsc::UnboundedReceiver<(Option<String>, i64, &'static str)>,
-    ) {
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<WakeRequest>) {
         let (requests, rx) = mpsc::unbounded_channel();
         let waker = Waker {
             pool,
@@ -87,10 +87,9 @@ impl Waker {
     /// Forgets a closed stream.
     pub async fn unsubscribe(&self, stream_id: &str) {
         let gone = self.lock().remove(stream_id);
-        if let Some(s) = gone {
-            if let Err(e) = agents::unregister(&self.pool, &s.agent_id, stream_id).await {
-                tracing::warn!(error = %e, agent.id = %s.agent_id, "could not unregister agent");
-            }
+        let Some(s) = gone else { return };
+        if let Err(e) = agents::unregister(&self.pool, &s.agent_id, stream_id).await {
+            tracing::warn!(error = %e, agent.id = %s.agent_id, "could not unregister agent");
         }
     }
 
@@ -185,7 +184,7 @@ impl Waker {
     /// Runs the wake task, the NOTIFY listener and the safety tick until `stop`.
     pub async fn run(
         self: Arc<Self>,
-        mut requests: mpsc::UnboundedReceiver<(Option<String>, i64, &'static str)>,
+        mut requests: mpsc::UnboundedReceiver<WakeRequest>,
         tick: Duration,
         keepalive_every: u32,
         stop: CancellationToken,
@@ -199,7 +198,7 @@ impl Waker {
                 Some(first) = requests.recv() => self.serve_requests(first, &mut requests).await,
                 _ = ticker.tick() => {
                     ticks = ticks.wrapping_add(1);
-                    self.safety_tick(keepalive_every > 0 && ticks % keepalive_every == 0).await;
+                    self.safety_tick(keepalive_every > 0 && ticks.is_multiple_of(keepalive_every)).await;
                 }
             }
         }
@@ -209,8 +208,8 @@ impl Waker {
     /// Coalesces every request already queued into one claim per queue.
     async fn serve_requests(
         &self,
-        first: (Option<String>, i64, &'static str),
-        rx: &mut mpsc::UnboundedReceiver<(Option<String>, i64, &'static str)>,
+        first: WakeRequest,
+        rx: &mut mpsc::UnboundedReceiver<WakeRequest>,
     ) {
         let mut wanted: BTreeMap<Option<String>, (i64, &'static str)> = BTreeMap::new();
         let mut add = |(q, n, why): (Option<String>, i64, &'static str)| {
