@@ -78,3 +78,25 @@ BEGIN
     RETURN 'ok';
 END
 $fn$;
+
+-- Completes several jobs in one call (the coordinator's Complete batcher). Their lanes are
+-- locked in (queue, lane_key) order, the order enqueue batches use too, so concurrent
+-- batches never wait on each other in a cycle.
+CREATE FUNCTION lanes_complete_many(p_ids bigint[], p_tokens bigint[], p_results jsonb[])
+RETURNS TABLE (o_id bigint, o_status text)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT u.id, u.token, u.result
+        FROM unnest(p_ids, p_tokens, p_results) AS u(id, token, result)
+        LEFT JOIN jobs j ON j.id = u.id
+        ORDER BY j.queue, j.lane_key, u.id
+    LOOP
+        o_id := r.id;
+        o_status := lanes_complete(r.id, r.token, r.result);
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;

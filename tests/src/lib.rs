@@ -2,6 +2,7 @@
 //! binaries run as child processes ([`procs`]), shared by all database and end-to-end tests.
 
 pub mod coordinator;
+pub mod jobs;
 pub mod pg;
 pub mod procs;
 

@@ -149,7 +149,7 @@ async fn lease_until_done(
     let id = format!("leaser-{n}");
     let queues = vec![QUEUE.to_string()];
     // Half the leasers ask for their next job in the Complete/Fail round trip.
-    let lease_next = n % 2 == 0;
+    let lease_next = n.is_multiple_of(2);
     let mut held: Option<pb::LeasedJob> = None;
     let now = |s: &Shared| s.origin.elapsed().as_nanos();
     while shared.finished.load(Ordering::SeqCst) < order.len() {

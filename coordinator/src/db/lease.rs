@@ -33,11 +33,20 @@ pub struct Leaser<'a> {
     pub queues: &'a [String],
 }
 
+impl Leaser<'_> {
+    /// The agent list of a single lease.
+    fn one(&self) -> Vec<String> {
+        vec![self.agent_id.to_owned()]
+    }
+}
+
 // The lease probe. For each served queue that is not paused it takes the best ready lanes
 // (index `lanes_ready`: priority, then the head that became ready earliest) and the best
 // ready unkeyed jobs (index `jobs_unkeyed_ready`), skipping rows other leasers hold, then
 // marks the overall best running with a new fencing token. A few index probes per queue,
-// however many jobs or lanes wait. Queues with `max_running` are leased through
+// however many jobs or lanes wait. $2 names the agents, one per job wanted: the n-th best
+// job goes to the n-th agent (several agents are served at once by the Complete batcher).
+// Queues with `max_running` are leased through
 // `lease_capped`, which counts running jobs under the queue's lock first ($4).
 const LEASE: &str = "
 WITH qs AS (
@@ -58,8 +67,9 @@ WITH qs AS (
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT $3 FOR UPDATE SKIP LOCKED) c
 ), best AS (
-    SELECT * FROM (SELECT * FROM lp UNION ALL SELECT * FROM up) c
-    ORDER BY priority DESC, ready_at LIMIT $3
+    SELECT c.*, row_number() OVER (ORDER BY c.priority DESC, c.ready_at) AS rn
+    FROM (SELECT * FROM lp UNION ALL SELECT * FROM up) c
+    ORDER BY c.priority DESC, c.ready_at LIMIT $3
 ), lane_up AS (
     UPDATE lanes l SET state = 'running' FROM best b
     WHERE b.lane_key IS NOT NULL AND l.queue = b.queue AND l.lane_key = b.lane_key
@@ -67,7 +77,7 @@ WITH qs AS (
 UPDATE jobs j SET state = 'running', attempt = j.attempt + 1,
     lease_token = nextval('lease_tokens'),
     lease_expires_at = now() + qs.lease_ttl_ms * interval '1 millisecond',
-    agent_id = $2, started_at = now(), progress_percent = NULL, progress_message = NULL
+    agent_id = ($2::text[])[b.rn], started_at = now(), progress_percent = NULL, progress_message = NULL
 FROM best b JOIN qs ON qs.name = b.queue
 WHERE j.id = b.job_id AND j.state = 'pending'
 RETURNING j.*, qs.lease_ttl_ms, qs.job_timeout_ms";
@@ -142,21 +152,27 @@ async fn capped_among(conn: &mut PgConnection, queues: &[String]) -> Result<Vec<
     Ok(all.into_iter().filter(|q| queues.contains(q)).collect())
 }
 
-/// Leases up to `limit` ready jobs for `who` in the caller's transaction.
-pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Result<Vec<Leased>> {
-    let capped = capped_among(conn, who.queues).await?;
-    let mut out = lease_uncapped(&mut *conn, who, limit).await?;
+/// Leases up to one ready job per agent in `agents` (all serving `queues`) in the caller's
+/// transaction. The returned jobs name their agent in `agent_id`.
+pub async fn lease(
+    conn: &mut PgConnection,
+    queues: &[String],
+    agents: &[String],
+) -> Result<Vec<Leased>> {
+    let capped = capped_among(conn, queues).await?;
+    let mut out = lease_uncapped(&mut *conn, queues, agents).await?;
     for queue in capped {
-        if out.len() as i64 >= limit {
+        if out.len() >= agents.len() {
             break;
         }
         let room = lease_room(conn, &queue)
             .await?
-            .min(limit - out.len() as i64);
+            .min((agents.len() - out.len()) as i64);
         if room > 0 {
+            let rest = &agents[out.len()..out.len() + room as usize];
             let more: Vec<Leased> = sqlx::query_as(LEASE)
                 .bind(std::slice::from_ref(&queue))
-                .bind(who.agent_id)
+                .bind(rest)
                 .bind(room)
                 .bind(true)
                 .fetch_all(&mut *conn)
@@ -169,13 +185,13 @@ pub async fn lease(conn: &mut PgConnection, who: &Leaser<'_>, limit: i64) -> Res
 
 async fn lease_uncapped(
     db: impl sqlx::PgExecutor<'_>,
-    who: &Leaser<'_>,
-    limit: i64,
+    queues: &[String],
+    agents: &[String],
 ) -> Result<Vec<Leased>> {
     Ok(sqlx::query_as(LEASE)
-        .bind(who.queues)
-        .bind(who.agent_id)
-        .bind(limit)
+        .bind(queues)
+        .bind(agents)
+        .bind(agents.len() as i64)
         .bind(false)
         .fetch_all(db)
         .await?)
@@ -199,10 +215,12 @@ async fn lease_room(conn: &mut PgConnection, queue: &str) -> Result<i64> {
 pub async fn lease_one(pool: &PgPool, who: &Leaser<'_>) -> Result<Option<Leased>> {
     let mut conn = pool.acquire().await?;
     if capped_among(&mut conn, who.queues).await?.is_empty() {
-        return Ok(lease_uncapped(&mut *conn, who, 1).await?.pop());
+        return Ok(lease_uncapped(&mut *conn, who.queues, &who.one())
+            .await?
+            .pop());
     }
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let job = lease(&mut tx, who, 1).await?.pop();
+    let job = lease(&mut tx, who.queues, &who.one()).await?.pop();
     tx.commit().await?;
     Ok(job)
 }
@@ -259,9 +277,43 @@ pub async fn complete(
     };
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     complete_in(&mut tx, id, token, result).await?;
-    let leased = lease(&mut tx, who, 1).await?.pop();
+    let leased = lease(&mut tx, who.queues, &who.one()).await?.pop();
     tx.commit().await?;
     Ok(leased)
+}
+
+// See `lanes_complete_many`: the statuses come back in lane order; `complete_many` puts
+// them back in the order of the ids given.
+const COMPLETE_MANY: &str = "SELECT o_id, o_status FROM lanes_complete_many($1, $2, $3)";
+
+/// Completes several jobs in the caller's transaction; returns each one's status ("ok",
+/// "stale", "missing") in the order given.
+pub async fn complete_many(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    tokens: &[i64],
+    results: &[serde_json::Value],
+) -> Result<Vec<String>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(COMPLETE_MANY)
+        .bind(ids)
+        .bind(tokens)
+        .bind(results)
+        .fetch_all(conn)
+        .await?;
+    let mut by_id: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+    for (id, status) in rows {
+        by_id.entry(id).or_default().push(status);
+    }
+    // A job id given twice comes back twice; hand its statuses out in order.
+    Ok(ids
+        .iter()
+        .map(|id| {
+            by_id
+                .get_mut(id)
+                .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+                .unwrap_or_else(|| "missing".into())
+        })
+        .collect())
 }
 
 async fn complete_in(
@@ -368,7 +420,7 @@ pub async fn fail(
         }
     }
     let leased = match next {
-        Some(who) => lease(&mut tx, who, 1).await?.pop(),
+        Some(who) => lease(&mut tx, who.queues, &who.one()).await?.pop(),
         None => None,
     };
     tx.commit().await?;

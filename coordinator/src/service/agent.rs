@@ -142,14 +142,10 @@ impl AgentService for Agents {
         let r = req.into_inner();
         let result = self.result_json(&r.result)?;
         let next = next_leaser(r.lease_next, &r.agent_id, &r.queues)?;
-        let leased = lease::complete(
-            &self.ctx.pool,
-            r.job_id,
-            r.lease_token,
-            result,
-            next.as_ref(),
-        )
-        .await?;
+        let completer = &self.ctx.completer;
+        let leased = completer
+            .complete(r.job_id, r.lease_token, result, next.as_ref())
+            .await?;
         Ok(Response::new(pb::CompleteResponse {
             next: leased.map(convert::leased),
         }))

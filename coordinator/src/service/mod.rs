@@ -7,11 +7,15 @@ pub mod auth;
 pub mod client;
 mod convert;
 
+use crate::batch::Completer;
 use crate::db::queues;
 use crate::wake::Waker;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+
+/// Complete batches in flight at once (each holds one database connection).
+const BATCH_SLOTS: usize = 4;
 
 /// What every service needs.
 #[derive(Clone)]
@@ -22,6 +26,8 @@ pub struct Ctx {
     pub waker: Arc<Waker>,
     /// Largest payload or result, in bytes.
     pub max_payload_bytes: usize,
+    /// Batches concurrent Complete calls into one transaction.
+    pub completer: Completer,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
     known: Arc<Mutex<HashSet<String>>>,
 }
@@ -30,6 +36,7 @@ impl Ctx {
     /// Builds the shared context.
     pub fn new(pool: PgPool, waker: Arc<Waker>, max_payload_bytes: usize) -> Self {
         Ctx {
+            completer: Completer::start(pool.clone(), BATCH_SLOTS),
             pool,
             waker,
             max_payload_bytes,
