@@ -17,10 +17,15 @@ pub async fn run(pool: PgPool, waker: Arc<Waker>, every: Duration, stop: Cancell
             _ = ticker.tick() => {}
         }
         match lease::reap(&pool, 100).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(reaped = n, "returned lapsed leases to their lanes");
-                waker.request(None, n as i64, "tick");
+            Ok(queues) if queues.is_empty() => {}
+            Ok(queues) => {
+                tracing::info!(
+                    reaped = queues.len(),
+                    "returned lapsed leases to their lanes"
+                );
+                for q in queues {
+                    waker.request(Some(&q), 1, "tick");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
         }

@@ -32,11 +32,14 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
 
     let mut tasks = JoinSet::new();
     let tick = Duration::from_millis(args.tick_ms.max(100));
-    tasks.spawn(
-        waker
-            .clone()
-            .run(requests, tick, args.keepalive_ticks, stop.clone()),
-    );
+    let listener = waker
+        .listener()
+        .await
+        .context("listening for wakes (LISTEN)")?;
+    let wake_task = waker
+        .clone()
+        .run(requests, tick, args.keepalive_ticks, listener, stop.clone());
+    tasks.spawn(wake_task);
     let reap_every = Duration::from_millis(args.reaper_ms.max(100));
     tasks.spawn(reaper::run(
         pool.clone(),

@@ -187,9 +187,10 @@ impl Waker {
         mut requests: mpsc::UnboundedReceiver<WakeRequest>,
         tick: Duration,
         keepalive_every: u32,
+        listener: PgListener,
         stop: CancellationToken,
     ) {
-        let listener = tokio::spawn(self.clone().listen(stop.clone()));
+        let listener = tokio::spawn(self.clone().listen(Some(listener), stop.clone()));
         let mut ticker = tokio::time::interval(tick);
         let mut ticks: u32 = 0;
         loop {
@@ -249,11 +250,19 @@ impl Waker {
     }
 
     /// Delivers wakes that other replicas claimed for this replica's streams.
-    async fn listen(self: Arc<Self>, stop: CancellationToken) {
+    /// A connection listening for wakes claimed by other replicas. The server opens it
+    /// before accepting agents, so no wake meant for them can slip by unheard.
+    pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    }
+
+    async fn listen(self: Arc<Self>, mut first: Option<PgListener>, stop: CancellationToken) {
         loop {
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self.listen_once(&stop) => r,
+                r = self.listen_once(first.take(), &stop) => r,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "wake listener lost its connection; reconnecting");
@@ -262,9 +271,15 @@ impl Waker {
         }
     }
 
-    async fn listen_once(&self, stop: &CancellationToken) -> Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
+    async fn listen_once(
+        &self,
+        given: Option<PgListener>,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let mut listener = match given {
+            Some(l) => l,
+            None => self.listener().await?,
+        };
         while !stop.is_cancelled() {
             let n = listener.recv().await?;
             let Ok(msg) = serde_json::from_str::<serde_json::Value>(n.payload()) else {

@@ -178,9 +178,7 @@ async fn block_policy_stops_the_lane_until_an_operator_acts() -> anyhow::Result<
     }
     assert_eq!(t.stats(Q).await?.blocked_lanes, 3);
     assert_nothing_leasable(&t.agent, "a1", &[Q], ms(300)).await?;
-    // A failed job is finished: it cannot be cancelled.
     let blocked = lanes[1][0];
-    assert_eq!(code(t.cancel(blocked).await), STALE);
 
     // (a) RetryJob: the failed head runs again first, then the rest of the lane.
     let retried = t.retry(lanes[0][0]).await?;
@@ -221,6 +219,18 @@ async fn block_policy_stops_the_lane_until_an_operator_acts() -> anyhow::Result<
         t.complete(&l).await?;
     }
     assert_eq!(t.stats(Q).await?.blocked_lanes, 0);
+
+    // (d) CancelJob on the failed head: it ends cancelled and the lane moves on.
+    let [head, next] = [t.add(Q, "L4").await?, t.add(Q, "L4").await?];
+    let l = t.take("a1", Q).await?;
+    assert_eq!(l.id, head);
+    t.fail(&l, permanent("bad ledger line")).await?;
+    assert_eq!(t.stats(Q).await?.blocked_lanes, 1);
+    assert_eq!(t.cancel(head).await?.state(), Cancelled);
+    assert_eq!(t.stats(Q).await?.blocked_lanes, 0);
+    let l = t.take("a1", Q).await?;
+    assert_eq!(l.id, next);
+    t.complete(&l).await?;
     Ok(())
 }
 

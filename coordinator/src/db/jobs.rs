@@ -129,6 +129,8 @@ const POSITION: &str = "SELECT count(*) FROM jobs
     WHERE queue = $1 AND lane_key = $2 AND id < $3 AND state IN ('pending', 'running')";
 const CANCEL_PENDING: &str = "UPDATE jobs SET state = 'cancelled', finished_at = now()
     WHERE id = $1 AND state = 'pending' RETURNING *";
+const CANCEL_FAILED: &str =
+    "UPDATE jobs SET state = 'cancelled' WHERE id = $1 AND state = 'failed' RETURNING *";
 const FLAG_CANCEL: &str =
     "UPDATE jobs SET cancel_requested = true WHERE id = $1 AND state = 'running' RETURNING *";
 const RETRY: &str = "UPDATE jobs SET state = 'pending', attempt = 0, run_at = now(),
@@ -327,7 +329,8 @@ pub async fn list(db: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>> {
     Ok(q.build_query_as().fetch_all(db).await?)
 }
 
-/// Cancels a pending job at once, or flags a running one for its agent. Returns the job.
+/// Cancels a pending job at once, flags a running one for its agent, or moves a failed one
+/// to cancelled (unblocking a lane it blocked). Returns the job.
 pub async fn cancel(db: &PgPool, id: i64) -> Result<JobRow> {
     let mut tx = db.begin().await?;
     let lane = lanes::lock_of_job(&mut tx, id).await?;
@@ -350,6 +353,18 @@ pub async fn cancel(db: &PgPool, id: i64) -> Result<JobRow> {
         tx.commit().await?;
         return Ok(job);
     }
+    // A failed job is already out of its lane's count; cancelling it frees a lane it blocks.
+    if let Some(job) = sqlx::query_as::<_, JobRow>(CANCEL_FAILED)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+    {
+        if let Some(lane) = lane {
+            lanes::relink(&mut tx, &lane, 0, None).await?;
+        }
+        tx.commit().await?;
+        return Ok(job);
+    }
     let job: Option<JobRow> = sqlx::query_as(GET)
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -357,7 +372,7 @@ pub async fn cancel(db: &PgPool, id: i64) -> Result<JobRow> {
     match job {
         None => Err(Error::job_not_found(id)),
         Some(j) => Err(Error::Precondition(format!(
-            "job {id} is {:?}; only pending or running jobs can be cancelled",
+            "job {id} is {:?}; only pending, running or failed jobs can be cancelled",
             j.state
         ))),
     }

@@ -116,7 +116,7 @@ const TO_FINISHED: &str = "UPDATE jobs SET state = $2, last_error = COALESCE($3,
 
 const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1)";
 
-const EXPIRED: &str = "SELECT id, lease_token, agent_id FROM jobs
+const EXPIRED: &str = "SELECT id, lease_token, agent_id, queue FROM jobs
   WHERE state = 'running' AND lease_expires_at < now()
   ORDER BY lease_expires_at LIMIT $1";
 
@@ -455,13 +455,14 @@ fn retry_delay(held: &Held, retry_after_ms: Option<i64>) -> Duration {
     Duration::milliseconds((base as f64 * jitter) as i64)
 }
 
-/// Returns lapsed leases to their lanes (counting the attempt), at most `limit` per call.
+/// Returns lapsed leases to their lanes (counting the attempt), at most `limit` per call;
+/// returns the queue of each job reaped.
 /// Several replicas may reap at once: the token and expiry guards let one of them win.
-pub async fn reap(pool: &PgPool, limit: i64) -> Result<usize> {
-    let expired: Vec<(i64, i64, Option<String>)> =
+pub async fn reap(pool: &PgPool, limit: i64) -> Result<Vec<String>> {
+    let expired: Vec<(i64, i64, Option<String>, String)> =
         sqlx::query_as(EXPIRED).bind(limit).fetch_all(pool).await?;
-    let mut reaped = 0;
-    for (id, token, agent) in expired {
+    let mut reaped = Vec::new();
+    for (id, token, agent, queue) in expired {
         let f = Failure {
             error: format!(
                 "lease expired: agent {} stopped heartbeating",
@@ -473,7 +474,7 @@ pub async fn reap(pool: &PgPool, limit: i64) -> Result<usize> {
         };
         match fail(pool, id, token, &f, None).await {
             Ok((state, _)) => {
-                reaped += 1;
+                reaped.push(queue);
                 tracing::warn!(
                     job.id = id,
                     ?state,

@@ -2,7 +2,7 @@
 
 use super::{Ctx, convert};
 use crate::db::jobs::{self, NewJob};
-use crate::db::{agents, stats};
+use crate::db::{agents, queues, stats};
 use crate::error::Error;
 use crate::validate;
 use chrono::{Duration, Utc};
@@ -270,17 +270,34 @@ impl ClientService for Clients {
         if let Some(q) = queue {
             validate::queue_name(q)?;
         }
-        let ready = stats::ready(&self.ctx.pool, queue, 10_000).await?;
-        let want = if r.max_agents == 0 {
-            ready
-        } else {
-            ready.min(i64::from(r.max_agents))
+        // Per queue, so only agents serving a queue with ready work are woken for it.
+        let queues = match queue {
+            Some(q) => vec![q.to_owned()],
+            None => queues::list(&self.ctx.pool)
+                .await?
+                .into_iter()
+                .map(|q| q.name)
+                .collect(),
         };
-        let woken = if want > 0 {
-            self.ctx.waker.wake_now(queue, want, "wake").await?
+        let mut budget = if r.max_agents == 0 {
+            i64::MAX
         } else {
-            0
+            i64::from(r.max_agents)
         };
+        let (mut ready, mut woken) = (0, 0);
+        for q in &queues {
+            let n = stats::ready(&self.ctx.pool, Some(q), 10_000).await?;
+            ready += n;
+            if n > 0 && budget > 0 {
+                let w = self
+                    .ctx
+                    .waker
+                    .wake_now(Some(q), n.min(budget), "wake")
+                    .await?;
+                budget -= w as i64;
+                woken += w;
+            }
+        }
         let (connected, asleep) =
             agents::counts(&self.ctx.pool, self.ctx.waker.stale_ms, queue).await?;
         tracing::info!(ready, woken, connected, "wake requested");
