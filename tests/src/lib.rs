@@ -1,6 +1,7 @@
 //! Test support for Lanes: throwaway PostgreSQL databases ([`pg`]) and the project's real
 //! binaries run as child processes ([`procs`]), shared by all database and end-to-end tests.
 
+pub mod agent;
 pub mod coordinator;
 pub mod jobs;
 pub mod pg;

@@ -1,0 +1,44 @@
+//! The Lanes agent: leases one job at a time from a coordinator, runs its handler (a
+//! subprocess or an HTTP call), heartbeats while it runs, and reports the outcome. It holds
+//! nothing durable: kill it at any moment and the job's lease lapses and is re-delivered.
+//!
+//! Where things happen: [`config`] (flags and env vars), [`connection`] (addresses,
+//! reconnection, auth, every RPC), [`lease_loop`] (lease → run → report, sleeping on the
+//! wake stream), [`supervise`] (one job: handler, heartbeats, time limits), [`heartbeat`],
+//! [`runner`] (`exec` and `http` handlers), [`shutdown`] (SIGTERM/SIGINT).
+
+pub mod config;
+pub mod connection;
+pub mod heartbeat;
+pub mod lease_loop;
+pub mod runner;
+pub mod shutdown;
+pub mod supervise;
+
+/// An error and its causes on one line ("transport error: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Sets up `tracing` on stderr from `RUST_LOG` (default `info`); `LOG_FORMAT=json` prints
+/// JSON lines. Colours only on a terminal.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,101 @@
+//! An idle agent makes no RPCs: it sleeps on its WakeStream until woken. Every RPC the agent
+//! makes goes through one function that logs it at debug level with the target
+//! `lanes_agent::rpc`, so counting those lines counts the agent's RPCs exactly — unlike
+//! database counters (pg_stat_database), which also move with the coordinator's own safety
+//! tick, reaper and agent refreshes and would need a noise threshold.
+//!
+//! With the coordinator's keep-alive pushed out of the window, 3 s of idleness must show no
+//! RPC at all, before and after a job; an enqueue still wakes the agent at once. With a 1 s
+//! keep-alive, the only RPCs are the safety Leases it triggers.
+
+use lanes_proto::v1 as pb;
+use lanes_tests::agent::{
+    enqueue, exec_python, fixture, is_finished, log_lines, start_agent, wait_connected, wait_job,
+    wait_log,
+};
+use lanes_tests::{ChildProc, Coordinator, fresh_database};
+use std::time::{Duration, Instant};
+
+const QUEUE: &str = "invoice_import";
+const RPC: &str = "lanes_agent::rpc";
+
+fn rpcs(agent: &ChildProc) -> anyhow::Result<Vec<String>> {
+    log_lines(agent, RPC)
+}
+
+#[tokio::test]
+async fn an_idle_agent_makes_no_rpcs_and_wakes_on_enqueue() -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    // Tick 200 ms (test default) with a keep-alive only every 100,000 ticks: none in the test.
+    let coord = Coordinator::start(&db.url, &["--keepalive-ticks", "100000"]).await?;
+    let exec = exec_python(&fixture("record_lane.py"))?;
+    let agent = start_agent(&coord.url(), "sleeper", QUEUE, &["--exec", &exec]).await?;
+    wait_connected(&coord, "sleeper", Duration::from_secs(20)).await?;
+    wait_log(&agent, "asleep", Duration::from_secs(10)).await?;
+
+    let before = rpcs(&agent)?;
+    assert!(
+        before.iter().any(|l| l.contains("WakeStream")),
+        "{before:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rpcs(&agent)?;
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "RPCs while idle: {:?}",
+        &after[before.len()..]
+    );
+    let listed = coord
+        .admin()
+        .await?
+        .list_agents(pb::ListAgentsRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(listed.agents.len(), 1);
+    assert_eq!(listed.agents[0].state, "asleep");
+
+    let dir = tempfile::tempdir()?;
+    let mut client = coord.client().await?;
+    let payload = serde_json::json!({"file": dir.path().join("runs.log"), "lane": 1, "seq": 0, "sleep_ms": 5});
+    let enqueued = Instant::now();
+    let id = enqueue(&mut client, QUEUE, "resto-1", payload).await?;
+    let job = wait_job(&mut client, id, Duration::from_secs(3), is_finished).await?;
+    assert_eq!(job.state, pb::JobState::Completed as i32, "{job:?}");
+    eprintln!("woken and done {:?} after the enqueue", enqueued.elapsed());
+
+    // Back to sleep after the job: Complete (with lease_next) and one Lease, then silence.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rpcs(&agent)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rpcs(&agent)?;
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "RPCs while idle: {:?}",
+        &after[before.len()..]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_keep_alive_is_the_only_rpc_of_an_idle_agent() -> anyhow::Result<()> {
+    let db = fresh_database().await?;
+    // A keep-alive every 5 ticks of 200 ms: one per second.
+    let coord = Coordinator::start(&db.url, &["--keepalive-ticks", "5"]).await?;
+    let exec = exec_python(&fixture("record_lane.py"))?;
+    let agent = start_agent(&coord.url(), "ticker", QUEUE, &["--exec", &exec]).await?;
+    wait_connected(&coord, "ticker", Duration::from_secs(20)).await?;
+    wait_log(&agent, "asleep", Duration::from_secs(10)).await?;
+
+    let before = rpcs(&agent)?;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let after = rpcs(&agent)?;
+    let new = &after[before.len()..];
+    assert!(
+        (2..=5).contains(&new.len()),
+        "expected about one safety Lease per keep-alive, got {new:?}"
+    );
+    assert!(new.iter().all(|l| l.contains("Lease")), "{new:?}");
+    Ok(())
+}
