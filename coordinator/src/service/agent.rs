@@ -6,9 +6,7 @@ use crate::error::Error;
 use crate::validate;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::agent_service_server::AgentService;
-use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,18 +15,12 @@ use tonic::{Request, Response, Status};
 /// The agent-facing service.
 pub struct Agents {
     ctx: Ctx,
-    /// Agents this replica last recorded as awake: a busy agent's leases then skip the
-    /// write that marks it awake. Only a hint; the `agents` table is the truth.
-    awake: Mutex<HashSet<String>>,
 }
 
 impl Agents {
     /// Builds the service.
     pub fn new(ctx: Ctx) -> Self {
-        Agents {
-            ctx,
-            awake: Mutex::default(),
-        }
+        Agents { ctx }
     }
 
     /// Leases one job. When nothing is ready the agent is marked asleep first and the lease
@@ -41,30 +33,17 @@ impl Agents {
         if let Some(job) = lease::lease_one(&self.ctx.pool, who).await? {
             return Ok(Some(convert::leased(job)));
         }
-        self.hint_awake(who.agent_id, false);
         agents::set_asleep(&self.ctx.pool, who.agent_id, true).await?;
         let job = lease::lease_one(&self.ctx.pool, who).await?;
         Ok(job.map(convert::leased))
     }
 
-    /// Records the agent as awake (once per transition), since it just got a job.
+    /// Records the agent as awake, since it just got a job. The statement matches no row
+    /// when it already is, so it costs a probe, not a write. (No in-memory shortcut: after a
+    /// failover another replica may have marked it asleep.)
     async fn mark_awake(&self, agent_id: &str) -> Result<(), Error> {
-        if self.awake.lock().is_ok_and(|a| a.contains(agent_id)) {
-            return Ok(());
-        }
         agents::set_asleep(&self.ctx.pool, agent_id, false).await?;
-        self.hint_awake(agent_id, true);
         Ok(())
-    }
-
-    fn hint_awake(&self, agent_id: &str, awake: bool) {
-        if let Ok(mut a) = self.awake.lock() {
-            if awake {
-                a.insert(agent_id.to_owned());
-            } else {
-                a.remove(agent_id);
-            }
-        }
     }
 
     fn result_json(&self, text: &str) -> Result<serde_json::Value, Error> {
