@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod coordinator;
+pub mod gateway;
 pub mod jobs;
 pub mod pg;
 pub mod procs;

@@ -65,9 +65,15 @@ async fn main() -> anyhow::Result<()> {
         children.push((id.clone(), start("agent", &args, &[])?));
     }
     print_welcome();
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Ctrl-C in a terminal reaches every child (same process group); a SIGTERM sent to this
+    // process alone must be passed on. Never both: a second signal cuts an agent's grace.
+    let forward = tokio::select! {
+        _ = tokio::signal::ctrl_c() => false,
+        _ = term.recv() => true,
+    };
     eprintln!("\nstopping…");
-    stop(children).await;
+    stop(children, forward).await;
     Ok(())
 }
 
@@ -80,9 +86,20 @@ fn start(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Chil
     cmd.spawn().with_context(|| format!("starting {bin}"))
 }
 
-/// Ctrl-C reached every child already (same process group); give them time to drain.
-async fn stop(children: Vec<(String, Child)>) {
+/// Waits for agents first and the coordinator last (signalling them when `forward`), so the
+/// throwaway database outlives them all.
+async fn stop(children: Vec<(String, Child)>, forward: bool) {
     for (name, mut child) in children.into_iter().rev() {
+        if let Some(pid) = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|_| forward)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
             Ok(Ok(status)) => eprintln!("{name} exited ({status})"),
             _ => {
@@ -113,7 +130,7 @@ Lanes is running:
 
 Try:
   curl -s -X POST http://{HTTP}/api/jobs -H 'content-type: application/json' \
-    -d '{{"queue":"{QUEUE}","lane":"resto-42","payload":{{"invoice":"F-2026-001","sleep_ms":500}}}}'
+    -d '{{"queue":"{QUEUE}","lane":"resto-42","payload":{{"invoice_id":"F-2026-001","establishment":"resto-42","sleep_ms":500}}}}'
   curl -s http://{HTTP}/api/queue/stats
 
 Ctrl-C stops everything.

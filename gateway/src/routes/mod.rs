@@ -1,0 +1,65 @@
+//! The router: every JSON route registered together with its OpenAPI operation (utoipa-axum),
+//! plus /openapi.json, the admin page, a JSON 404 and the metrics middleware. Handlers are
+//! thin: parse → one RPC → map; one file per area.
+
+pub mod admin;
+pub mod enqueue;
+pub mod health;
+pub mod jobs;
+pub mod queue;
+
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+use crate::{admin_page, metrics};
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+use std::sync::Arc;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The gateway's whole HTTP surface.
+pub fn router(state: AppState) -> anyhow::Result<Router> {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(enqueue::enqueue, jobs::list_jobs))
+        .routes(routes!(enqueue::enqueue_batch))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::job_result))
+        .routes(routes!(jobs::job_download))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::get_task))
+        .routes(routes!(queue::stats))
+        .routes(routes!(queue::wake_worker))
+        .routes(routes!(admin::clear))
+        .routes(routes!(admin::pause))
+        .routes(routes!(admin::resume))
+        .routes(routes!(admin::get_settings, admin::put_settings))
+        .routes(routes!(admin::unblock))
+        .routes(routes!(admin::agents))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .split_for_parts();
+    let spec: Arc<str> = doc.to_pretty_json()?.into();
+    Ok(api
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    spec.to_string(),
+                )
+            }),
+        )
+        .route("/admin/queue", get(admin_page::page))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}; see /openapi.json", uri.path()))
+}
