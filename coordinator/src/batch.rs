@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// Most calls in one batch.
-const MAX_BATCH: usize = 256;
+/// Batches in flight at once (each holds one database connection).
+const SLOTS: usize = 4;
 
 struct Op {
     id: i64,
@@ -31,15 +31,19 @@ pub struct Completer {
     tx: mpsc::UnboundedSender<Op>,
 }
 
+// Off by default: on the 2-core benchmark machine batching measured slower than running
+// each Complete alone (BENCHMARKS.md); kept behind `--complete-batch` for larger machines.
+
 impl Completer {
-    /// Starts the batcher with at most `in_flight` batches (connections) at once.
-    pub fn start(pool: PgPool, in_flight: usize) -> Self {
+    /// Starts the batcher: batches of at most `max_batch` calls, `SLOTS` batches at once.
+    pub fn start(pool: PgPool, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         // Detached on purpose: it ends when every Completer handle (the services) is dropped.
         tokio::spawn(dispatch(
             pool,
             rx,
-            Arc::new(Semaphore::new(in_flight.max(1))),
+            Arc::new(Semaphore::new(SLOTS)),
+            max_batch,
         ));
         Completer { tx }
     }
@@ -69,7 +73,12 @@ impl Completer {
     }
 }
 
-async fn dispatch(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Op>, slots: Arc<Semaphore>) {
+async fn dispatch(
+    pool: PgPool,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    slots: Arc<Semaphore>,
+    max_batch: usize,
+) {
     loop {
         // Wait for a free slot first: while every slot is busy, calls pile up in the channel
         // and the next batch takes them all.
@@ -78,7 +87,7 @@ async fn dispatch(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Op>, slots: Arc<
         };
         let Some(first) = rx.recv().await else { return };
         let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
+        while ops.len() < max_batch {
             match rx.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,

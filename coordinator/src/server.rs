@@ -28,7 +28,12 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let replica = args.coordinator_id.clone().unwrap_or_else(default_id);
     let stale_ms = (args.tick_ms * 5).max(10_000) as i64;
     let (waker, requests) = Waker::new(pool.clone(), replica.clone(), stale_ms);
-    let ctx = Ctx::new(pool.clone(), waker.clone(), args.max_payload_bytes);
+    let ctx = Ctx::new(
+        pool.clone(),
+        waker.clone(),
+        args.max_payload_bytes,
+        args.complete_batch,
+    );
 
     let mut tasks = JoinSet::new();
     let tick = Duration::from_millis(args.tick_ms.max(100));

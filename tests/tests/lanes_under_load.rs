@@ -50,8 +50,19 @@ struct Shared {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lane_guarantees_hold_under_parallel_load_and_abandoned_leases() -> anyhow::Result<()> {
+    run_load(&[]).await
+}
+
+/// The same load with the Complete batcher on: many completions per transaction must keep
+/// every guarantee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lane_guarantees_hold_with_batched_completions() -> anyhow::Result<()> {
+    run_load(&["--complete-batch", "64"]).await
+}
+
+async fn run_load(coordinator_args: &[&str]) -> anyhow::Result<()> {
     let db = fresh_database().await?;
-    let coord = Coordinator::start(&db.url, &[]).await?;
+    let coord = Coordinator::start(&db.url, coordinator_args).await?;
     let mut admin = coord.admin().await?;
     admin
         .set_queue_settings(pb::SetQueueSettingsRequest {

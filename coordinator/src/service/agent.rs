@@ -121,10 +121,11 @@ impl AgentService for Agents {
         let r = req.into_inner();
         let result = self.result_json(&r.result)?;
         let next = next_leaser(r.lease_next, &r.agent_id, &r.queues)?;
-        let completer = &self.ctx.completer;
-        let leased = completer
-            .complete(r.job_id, r.lease_token, result, next.as_ref())
-            .await?;
+        let (id, token) = (r.job_id, r.lease_token);
+        let leased = match &self.ctx.completer {
+            Some(batcher) => batcher.complete(id, token, result, next.as_ref()).await?,
+            None => lease::complete(&self.ctx.pool, id, token, result, next.as_ref()).await?,
+        };
         Ok(Response::new(pb::CompleteResponse {
             next: leased.map(convert::leased),
         }))

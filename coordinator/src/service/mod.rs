@@ -14,9 +14,6 @@ use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-/// Complete batches in flight at once (each holds one database connection).
-const BATCH_SLOTS: usize = 4;
-
 /// What every service needs.
 #[derive(Clone)]
 pub struct Ctx {
@@ -26,17 +23,24 @@ pub struct Ctx {
     pub waker: Arc<Waker>,
     /// Largest payload or result, in bytes.
     pub max_payload_bytes: usize,
-    /// Batches concurrent Complete calls into one transaction.
-    pub completer: Completer,
+    /// Batches concurrent Complete calls into one transaction, when enabled
+    /// (`--complete-batch`); `None` runs each Complete on its own.
+    pub completer: Option<Completer>,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
     known: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Ctx {
-    /// Builds the shared context.
-    pub fn new(pool: PgPool, waker: Arc<Waker>, max_payload_bytes: usize) -> Self {
+    /// Builds the shared context; `complete_batch` > 1 turns the Complete batcher on with
+    /// batches of at most that many calls.
+    pub fn new(
+        pool: PgPool,
+        waker: Arc<Waker>,
+        max_payload_bytes: usize,
+        complete_batch: usize,
+    ) -> Self {
         Ctx {
-            completer: Completer::start(pool.clone(), BATCH_SLOTS),
+            completer: (complete_batch > 1).then(|| Completer::start(pool.clone(), complete_batch)),
             pool,
             waker,
             max_payload_bytes,
