@@ -41,6 +41,37 @@ impl Error {
     }
 }
 
+impl Error {
+    /// True when Postgres aborted the transaction to break a deadlock (40P01) or a
+    /// serialization conflict (40001): it rolled back whole, so running it again is safe.
+    pub fn is_conflict_abort(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::Database(d)) => {
+                matches!(d.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Runs `op` again, up to three tries in all, when Postgres aborted it as a deadlock victim.
+pub async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_conflict_abort() && tries < 3 => {
+                tries += 1;
+                tracing::warn!(error = %e, "transaction aborted by a lock conflict; trying again");
+            }
+            other => return other,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let code = match &e {

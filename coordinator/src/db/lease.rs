@@ -5,7 +5,7 @@
 use super::jobs::{JobRow, JobState};
 use super::lanes;
 use super::queues::FailurePolicy;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, retry_conflicts};
 use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -268,6 +268,16 @@ pub async fn complete(
     result: serde_json::Value,
     next: Option<&Leaser<'_>>,
 ) -> Result<Option<Leased>> {
+    retry_conflicts(|| complete_once(pool, id, token, result.clone(), next)).await
+}
+
+async fn complete_once(
+    pool: &PgPool,
+    id: i64,
+    token: i64,
+    result: serde_json::Value,
+    next: Option<&Leaser<'_>>,
+) -> Result<Option<Leased>> {
     // Without a next lease the completion is one autocommit statement. With one, both run
     // in one transaction so the agent's next job comes back in this round trip and commit.
     let mut conn = pool.acquire().await?;
@@ -366,6 +376,16 @@ struct Held {
 /// Records a failed attempt of a job held with `token` and returns the job's new state
 /// (and the agent's next job when `next` is given).
 pub async fn fail(
+    pool: &PgPool,
+    id: i64,
+    token: i64,
+    f: &Failure,
+    next: Option<&Leaser<'_>>,
+) -> Result<(JobState, Option<Leased>)> {
+    retry_conflicts(|| fail_once(pool, id, token, f, next)).await
+}
+
+async fn fail_once(
     pool: &PgPool,
     id: i64,
     token: i64,

@@ -3,7 +3,7 @@
 use super::{Ctx, convert};
 use crate::db::jobs::{self, NewJob};
 use crate::db::{agents, queues, stats};
-use crate::error::Error;
+use crate::error::{Error, retry_conflicts};
 use crate::validate;
 use chrono::{Duration, Utc};
 use lanes_proto::v1 as pb;
@@ -84,9 +84,13 @@ impl Clients {
         for q in queues {
             self.ctx.known_queue(q).await?;
         }
-        let mut tx = self.ctx.pool.begin().await?;
-        let done = jobs::enqueue(&mut tx, &new).await?;
-        tx.commit().await?;
+        let done = retry_conflicts(|| async {
+            let mut tx = self.ctx.pool.begin().await?;
+            let done = jobs::enqueue(&mut tx, &new).await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+        .await?;
         let mut ready: BTreeMap<&str, i64> = BTreeMap::new();
         for e in done.iter().filter(|e| e.ready_now) {
             *ready.entry(e.job.queue.as_str()).or_default() += 1;
