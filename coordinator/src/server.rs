@@ -131,19 +131,20 @@ fn guards(args: &ServeArgs) -> (Guard, Guard, Guard) {
         clean(&args.admin_tokens),
     );
     let known: Vec<String> = agent.iter().chain(&client).chain(&admin).cloned().collect();
-    if agent.is_empty() || client.is_empty() || admin.is_empty() {
+    if known.is_empty() {
         tracing::warn!(
-            "some roles have no token configured (LANES_AGENT_TOKENS / LANES_CLIENT_TOKENS / \
-             LANES_ADMIN_TOKENS): those services accept unauthenticated calls"
+            "no tokens configured (LANES_AGENT_TOKENS / LANES_CLIENT_TOKENS / LANES_ADMIN_TOKENS): \
+             every service accepts unauthenticated calls; for local use only"
         );
+        let open = Guard::open;
+        return (open(), open(), open());
     }
+    // Once any token is configured every service requires one: a role left without tokens
+    // is closed, never silently open. Admin tokens also serve the client service.
     let client_or_admin: Vec<String> = client.iter().chain(&admin).cloned().collect();
-    // A role with no tokens stays open even when the others have tokens.
-    let open_if_empty =
-        |own: &[String], allowed: Vec<String>| if own.is_empty() { Vec::new() } else { allowed };
     (
-        Guard::new(agent.clone(), known.clone()),
-        Guard::new(open_if_empty(&client, client_or_admin), known.clone()),
+        Guard::new(agent, known.clone()),
+        Guard::new(client_or_admin, known.clone()),
         Guard::new(admin, known),
     )
 }

@@ -1,6 +1,6 @@
 //! Bearer-token auth: `authorization: Bearer <token>` metadata checked against the tokens
-//! of each role, in constant time. No tokens configured for a role means that role is open
-//! (local development); the coordinator logs a warning at start-up.
+//! of each role, in constant time. With no token configured at all every service is open
+//! (local development; the coordinator logs a warning); otherwise every call needs a token.
 
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
@@ -8,6 +8,8 @@ use tonic::{Request, Status};
 /// Which tokens a service accepts.
 #[derive(Clone, Debug, Default)]
 pub struct Guard {
+    /// No token required (no token configured anywhere).
+    open: bool,
     /// Tokens that grant this service.
     allowed: Vec<String>,
     /// Every token known to the coordinator (to tell "wrong role" from "unknown token").
@@ -15,14 +17,27 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// A guard that lets `allowed` through; `known` are all configured tokens.
+    /// A guard that lets `allowed` through (nobody if empty); `known` are all configured
+    /// tokens.
     pub fn new(allowed: Vec<String>, known: Vec<String>) -> Self {
-        Guard { allowed, known }
+        Guard {
+            open: false,
+            allowed,
+            known,
+        }
+    }
+
+    /// A guard that requires no token.
+    pub fn open() -> Self {
+        Guard {
+            open: true,
+            ..Guard::default()
+        }
     }
 
     /// True when no token is required.
     pub fn is_open(&self) -> bool {
-        self.allowed.is_empty()
+        self.open
     }
 
     /// The tonic interceptor: UNAUTHENTICATED without a known token, PERMISSION_DENIED for
@@ -93,6 +108,16 @@ mod tests {
             g.check(req(None)).err().map(|s| s.code()),
             Some(tonic::Code::Unauthenticated)
         );
-        assert!(Guard::default().check(req(None)).is_ok());
+        assert!(Guard::open().check(req(None)).is_ok());
+        // A role without tokens is closed once tokens exist.
+        let closed = Guard::new(vec![], vec!["a".into()]);
+        assert_eq!(
+            closed.check(req(Some("a"))).err().map(|s| s.code()),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(
+            closed.check(req(None)).err().map(|s| s.code()),
+            Some(tonic::Code::Unauthenticated)
+        );
     }
 }
