@@ -103,35 +103,33 @@ async fn dispatch(
 }
 
 async fn run(pool: &PgPool, ops: Vec<Op>) {
-    if ops.len() == 1 {
-        for op in ops {
-            let who = op.next.as_ref().map(|(a, q)| Leaser {
-                agent_id: a,
-                queues: q,
-            });
-            let r = lease::complete(pool, op.id, op.token, op.result, who.as_ref()).await;
-            let _ = op.reply.send(r);
-        }
-        return;
-    }
-    match run_together(pool, &ops).await {
-        Ok(outcomes) => {
-            for (op, outcome) in ops.into_iter().zip(outcomes) {
-                let _ = op.reply.send(outcome);
+    if ops.len() > 1 {
+        match run_together(pool, &ops).await {
+            Ok(outcomes) => {
+                for (op, outcome) in ops.into_iter().zip(outcomes) {
+                    // The caller may have gone (client cancelled): nothing to tell then.
+                    let _ = op.reply.send(outcome);
+                }
+                return;
             }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, batch = ops.len(), "batched completion failed; retrying one by one");
-            for op in ops {
-                let who = op.next.as_ref().map(|(a, q)| Leaser {
-                    agent_id: a,
-                    queues: q,
-                });
-                let r = lease::complete(pool, op.id, op.token, op.result, who.as_ref()).await;
-                let _ = op.reply.send(r);
+            Err(e) => {
+                tracing::warn!(error = %e, batch = ops.len(), "batched completion failed; retrying one by one");
             }
         }
     }
+    for op in ops {
+        run_alone(pool, op).await;
+    }
+}
+
+/// One Complete in its own transaction, exactly as without the batcher.
+async fn run_alone(pool: &PgPool, op: Op) {
+    let who = op
+        .next
+        .as_ref()
+        .map(|(agent_id, queues)| Leaser { agent_id, queues });
+    let r = lease::complete(pool, op.id, op.token, op.result, who.as_ref()).await;
+    let _ = op.reply.send(r);
 }
 
 /// One transaction for the whole batch; the outcome of each op, in order.
