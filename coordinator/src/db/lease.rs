@@ -40,47 +40,16 @@ impl Leaser<'_> {
     }
 }
 
-// The lease probe. For each served queue that is not paused it takes the best ready lanes
-// (index `lanes_ready`: priority, then the head that became ready earliest) and the best
-// ready unkeyed jobs (index `jobs_unkeyed_ready`), skipping rows other leasers hold, then
-// marks the overall best running with a new fencing token. A few index probes per queue,
-// however many jobs or lanes wait. $2 names the agents, one per job wanted: the n-th best
-// job goes to the n-th agent (several agents are served at once by the Complete batcher).
-// Queues with `max_running` are leased through
-// `lease_capped`, which counts running jobs under the queue's lock first ($4).
-const LEASE: &str = "
-WITH qs AS (
-    SELECT name, lease_ttl_ms, job_timeout_ms FROM queues
-    WHERE name = ANY($1) AND NOT paused AND (max_running IS NULL OR $4)
-), lp AS (
-    SELECT c.queue, c.lane_key, c.head_job_id AS job_id, c.priority, c.ready_at
-    FROM qs CROSS JOIN LATERAL (
-        SELECT l.queue, l.lane_key, l.head_job_id, l.priority, l.ready_at FROM lanes l
-        WHERE l.queue = qs.name AND l.state = 'ready' AND l.ready_at <= now()
-        ORDER BY l.priority DESC, l.ready_at
-        LIMIT $3 FOR UPDATE SKIP LOCKED) c
-), up AS (
-    SELECT c.queue, NULL::text AS lane_key, c.id AS job_id, c.priority, c.run_at AS ready_at
-    FROM qs CROSS JOIN LATERAL (
-        SELECT j.queue, j.id, j.priority, j.run_at FROM jobs j
-        WHERE j.queue = qs.name AND j.state = 'pending' AND j.lane_key IS NULL AND j.run_at <= now()
-        ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT $3 FOR UPDATE SKIP LOCKED) c
-), best AS (
-    SELECT c.*, row_number() OVER (ORDER BY c.priority DESC, c.ready_at) AS rn
-    FROM (SELECT * FROM lp UNION ALL SELECT * FROM up) c
-    ORDER BY c.priority DESC, c.ready_at LIMIT $3
-), lane_up AS (
-    UPDATE lanes l SET state = 'running' FROM best b
-    WHERE b.lane_key IS NOT NULL AND l.queue = b.queue AND l.lane_key = b.lane_key
-)
-UPDATE jobs j SET state = 'running', attempt = j.attempt + 1,
-    lease_token = nextval('lease_tokens'),
-    lease_expires_at = now() + qs.lease_ttl_ms * interval '1 millisecond',
-    agent_id = ($2::text[])[b.rn], started_at = now(), progress_percent = NULL, progress_message = NULL
-FROM best b JOIN qs ON qs.name = b.queue
-WHERE j.id = b.job_id AND j.state = 'pending'
-RETURNING j.*, qs.lease_ttl_ms, qs.job_timeout_ms";
+// The lease probe is the function `lanes_lease` (migrations/…_lease_functions.sql): a few
+// index probes per queue, however many jobs or lanes wait. $2 names the agents, one per job
+// wanted; queues with `max_running` are only leased through `lease_room`'s lock ($4).
+const LEASE: &str = "SELECT (r.o_job).*, r.o_ttl AS lease_ttl_ms, r.o_timeout AS job_timeout_ms
+  FROM lanes_lease($1, $2, $3, $4) r";
+
+// Complete, relink and lease the next job in one statement (function `lanes_complete_next`).
+const COMPLETE_NEXT: &str =
+    "SELECT (r.o_job).*, r.o_ttl AS lease_ttl_ms, r.o_timeout AS job_timeout_ms
+  FROM lanes_complete_next($1, $2, $3, $4, $5) r";
 
 const CAPPED: &str = "SELECT name FROM queues WHERE max_running IS NOT NULL";
 // NO KEY UPDATE: serializes capped leases of the queue without blocking enqueues, whose
@@ -278,13 +247,34 @@ async fn complete_once(
     result: serde_json::Value,
     next: Option<&Leaser<'_>>,
 ) -> Result<Option<Leased>> {
-    // Without a next lease the completion is one autocommit statement. With one, both run
-    // in one transaction so the agent's next job comes back in this round trip and commit.
+    // Without a next lease the completion is one autocommit statement; with one it is one
+    // statement too (`lanes_complete_next`), unless a served queue has `max_running`: then
+    // both run in a transaction that takes the capped queue's lock.
     let mut conn = pool.acquire().await?;
     let Some(who) = next else {
         complete_in(&mut conn, id, token, result).await?;
         return Ok(None);
     };
+    if capped_among(&mut conn, who.queues).await?.is_empty() {
+        let leased = sqlx::query_as(COMPLETE_NEXT)
+            .bind(id)
+            .bind(token)
+            .bind(result)
+            .bind(who.queues)
+            .bind(who.agent_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("LN409") => {
+                    Error::stale_token(id, token)
+                }
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("LN404") => {
+                    Error::job_not_found(id)
+                }
+                _ => Error::Db(e),
+            })?;
+        return Ok(leased);
+    }
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     complete_in(&mut tx, id, token, result).await?;
     let leased = lease(&mut tx, who.queues, &who.one()).await?.pop();
