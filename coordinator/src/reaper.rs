@@ -1,7 +1,7 @@
 //! The reaper: returns jobs whose lease lapsed (agent died, network cut) to their lane,
 //! counting the attempt. Runs on every replica; the fencing-token guard lets one win.
 
-use crate::db::lease;
+use crate::db::failure;
 use crate::wake::Waker;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ pub async fn run(pool: PgPool, waker: Arc<Waker>, every: Duration, stop: Cancell
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match lease::reap(&pool, 100).await {
+        match failure::reap(&pool, 100).await {
             Ok(queues) if queues.is_empty() => {}
             Ok(queues) => {
                 tracing::info!(

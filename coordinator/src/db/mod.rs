@@ -3,6 +3,7 @@
 //! the database, not this process, decides who wins a race.
 
 pub mod agents;
+pub mod failure;
 pub mod jobs;
 pub mod lanes;
 pub mod lease;

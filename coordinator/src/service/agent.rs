@@ -1,7 +1,7 @@
 //! `lanes.v1.AgentService`: what agents call to lease, heartbeat, report and sleep.
 
 use super::{Ctx, convert};
-use crate::db::{agents, lease};
+use crate::db::{agents, failure, lease};
 use crate::error::Error;
 use crate::validate;
 use lanes_proto::v1 as pb;
@@ -141,7 +141,7 @@ impl AgentService for Agents {
             return Err(Error::Invalid("retry_after_ms must not be negative".into()).into());
         }
         let next = next_leaser(r.lease_next, &r.agent_id, &r.queues)?;
-        let failure = lease::Failure {
+        let failure = failure::Failure {
             error: validate::tail(&r.error, validate::MAX_ERROR),
             retryable: r.retryable,
             retry_after_ms: r.retry_after_ms,
@@ -149,7 +149,7 @@ impl AgentService for Agents {
             cancelled: r.cancelled,
             only_if_expired: false,
         };
-        let (state, leased) = lease::fail(
+        let (state, leased) = failure::fail(
             &self.ctx.pool,
             r.job_id,
             r.lease_token,
