@@ -102,4 +102,27 @@ pub struct ServeArgs {
     /// This replica's name in agent listings (default: hostname-pid).
     #[arg(long, env = "LANES_COORDINATOR_ID")]
     pub coordinator_id: Option<String>,
+
+    /// Signing secret of job callbacks (`whsec_<base64>`, Standard Webhooks). Unset:
+    /// callbacks are sent unsigned. Hidden so it never shows in --help output.
+    #[arg(
+        long,
+        env = "LANES_WEBHOOK_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+
+    /// First retry delay of a failed callback delivery (ms); doubles each try up to 1 h.
+    #[arg(
+        long,
+        env = "LANES_WEBHOOK_BACKOFF_MS",
+        default_value_t = 5000,
+        hide = true
+    )]
+    pub webhook_backoff_ms: u64,
+
+    /// Hosts callback URLs may not point to (comma-separated), refused at enqueue.
+    #[arg(long, env = "LANES_CALLBACK_DENY_HOSTS", value_delimiter = ',')]
+    pub callback_deny_hosts: Vec<String>,
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod db;
+pub mod dispatch;
 pub mod error;
 pub mod reaper;
 pub mod server;

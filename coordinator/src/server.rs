@@ -1,6 +1,6 @@
 //! Assembles the gRPC server: the three Lanes services behind their auth guards, server
 //! reflection (v1 and v1alpha, for grpcurl old and new), grpc.health.v1, optional TLS, and
-//! the background tasks (wake fan-out, safety tick, reaper). Stops cleanly on `stop`.
+//! the background tasks (wake fan-out, safety tick, reaper, webhook dispatcher). Stops cleanly on `stop`.
 
 use crate::config::ServeArgs;
 use crate::service::Ctx;
@@ -9,7 +9,7 @@ use crate::service::agent::Agents;
 use crate::service::auth::Guard;
 use crate::service::client::Clients;
 use crate::wake::Waker;
-use crate::{db, reaper};
+use crate::{db, dispatch, reaper};
 use anyhow::Context;
 use lanes_proto::v1::admin_service_server::AdminServiceServer;
 use lanes_proto::v1::agent_service_server::AgentServiceServer;
@@ -33,7 +33,8 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         waker.clone(),
         args.max_payload_bytes,
         args.complete_batch,
-    );
+    )
+    .with_callback_deny_hosts(&args.callback_deny_hosts);
 
     let mut tasks = JoinSet::new();
     let tick = Duration::from_millis(args.tick_ms.max(100));
@@ -52,6 +53,13 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         reap_every,
         stop.clone(),
     ));
+    let dispatcher = dispatch::Dispatcher::new(
+        pool.clone(),
+        args.webhook_secret.as_deref(),
+        args.webhook_backoff_ms,
+    )
+    .context("webhook settings (LANES_WEBHOOK_SECRET)")?;
+    tasks.spawn(dispatcher.run(stop.clone()));
 
     let (agent_guard, client_guard, admin_guard) = guards(&args);
     let reflection_v1 = reflection().build_v1()?;

@@ -23,7 +23,10 @@ const TO_PENDING: &str = "UPDATE jobs SET state = 'pending', attempt = attempt -
 
 const TO_FINISHED: &str = "UPDATE jobs SET state = $2, last_error = COALESCE($3, last_error),
     finished_at = now(), lease_expires_at = NULL
-  WHERE id = $1 RETURNING queue, lane_key";
+  WHERE id = $1 RETURNING COALESCE(failure_callback_url, callback_url)";
+
+/// The `job.failed` callback, in the same transaction as the failure (migration 7).
+const OUTBOX_FAILED: &str = "SELECT lanes_outbox_failed($1)";
 
 const EXPIRED: &str = "SELECT id, lease_token, agent_id, queue FROM jobs
   WHERE state = 'running' AND lease_expires_at < now()
@@ -110,12 +113,18 @@ async fn fail_once(
             }
         }
         _ => {
-            sqlx::query(TO_FINISHED)
+            let (url,): (Option<String>,) = sqlx::query_as(TO_FINISHED)
                 .bind(id)
                 .bind(state)
                 .bind(error)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
+            if state == JobState::Failed && url.is_some() {
+                sqlx::query(OUTBOX_FAILED)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let block = (state == JobState::Failed && held.failure_policy == FailurePolicy::Block)
                 .then_some(id);
             if let Some(lane) = &lane {

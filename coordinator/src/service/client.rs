@@ -57,10 +57,15 @@ impl Clients {
         Ok(NewJob {
             lane: validate::optional_key("lane key", &r.lane)?,
             idempotency_key: validate::optional_key("idempotency key", &r.idempotency_key)?,
-            callback_url: validate::optional_url("callback_url", &r.callback_url)?,
-            failure_callback_url: validate::optional_url(
+            callback_url: validate::callback_url(
+                "callback_url",
+                &r.callback_url,
+                &self.ctx.callback_deny_hosts,
+            )?,
+            failure_callback_url: validate::callback_url(
                 "failure_callback_url",
                 &r.failure_callback_url,
+                &self.ctx.callback_deny_hosts,
             )?,
             traceparent: (!r.traceparent.is_empty()).then(|| validate::tail(&r.traceparent, 128)),
             queue: r.queue,

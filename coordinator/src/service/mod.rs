@@ -26,6 +26,8 @@ pub struct Ctx {
     /// Batches concurrent Complete calls into one transaction, when enabled
     /// (`--complete-batch`); `None` runs each Complete on its own.
     pub completer: Option<Completer>,
+    /// Hosts callback URLs may not point to (lower case), see `--callback-deny-hosts`.
+    pub callback_deny_hosts: Arc<Vec<String>>,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
     known: Arc<Mutex<HashSet<String>>>,
 }
@@ -44,8 +46,20 @@ impl Ctx {
             pool,
             waker,
             max_payload_bytes,
+            callback_deny_hosts: Arc::default(),
             known: Arc::default(),
         }
+    }
+
+    /// Sets the callback host deny-list (entries trimmed, lower-cased, empty ones dropped).
+    pub fn with_callback_deny_hosts(mut self, hosts: &[String]) -> Self {
+        let clean = hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        self.callback_deny_hosts = Arc::new(clean);
+        self
     }
 
     /// Creates the queue with default settings on first use (once per process). Runs in its
