@@ -37,6 +37,21 @@ impl Coordinator {
         Self::start_logging(database_url, extra, "warn").await
     }
 
+    /// Starts one whose safety tick (one minute) never fires during a test, so agents are
+    /// woken only by the path under test: an enqueue, a Wake call, another replica's NOTIFY.
+    pub async fn start_slow_tick(database_url: &str) -> anyhow::Result<Coordinator> {
+        let args = ["--tick-ms", "60000", "--reaper-ms", "100"]
+            .map(String::from)
+            .to_vec();
+        Self::start_on(
+            database_url,
+            procs::free_port(),
+            args,
+            "info,lanes_coordinator=debug",
+        )
+        .await
+    }
+
     async fn start_logging(
         database_url: &str,
         extra: &[&str],

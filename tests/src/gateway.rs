@@ -57,75 +57,6 @@ impl Gateway {
     }
 }
 
-/// The coordinator behind a [`Stack`]: the harness's (200 ms safety tick) or one with a
-/// one-minute tick, so that only the wake under test wakes agents.
-pub enum CoordinatorProc {
-    /// `lanes_tests::Coordinator` with the harness's settings.
-    Harness(Coordinator),
-    /// A coordinator whose safety tick never fires during a test.
-    SlowTick {
-        /// The process.
-        proc: ChildProc,
-        /// Its gRPC address.
-        addr: SocketAddr,
-    },
-}
-
-impl CoordinatorProc {
-    async fn slow_tick(database_url: &str) -> anyhow::Result<CoordinatorProc> {
-        let addr: SocketAddr = format!("127.0.0.1:{}", procs::free_port()).parse()?;
-        let args: Vec<String> = ["--listen", &addr.to_string(), "--tick-ms", "60000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let envs = [
-            ("DATABASE_URL".to_string(), database_url.to_string()),
-            (
-                "RUST_LOG".to_string(),
-                "info,lanes_coordinator=debug".to_string(),
-            ),
-        ];
-        let path = procs::bin_path("coordinator")?;
-        let proc = procs::spawn("coordinator-slow-tick", &path, &args, &envs).await?;
-        if let Err(e) = procs::wait_for_tcp(addr, Duration::from_secs(30)).await {
-            bail!("coordinator did not start: {e}\n{}", proc.log_tail(40));
-        }
-        Ok(CoordinatorProc::SlowTick { proc, addr })
-    }
-
-    /// Its `http://` URL.
-    pub fn url(&self) -> String {
-        match self {
-            CoordinatorProc::Harness(c) => c.url(),
-            CoordinatorProc::SlowTick { addr, .. } => format!("http://{addr}"),
-        }
-    }
-
-    /// The process.
-    pub fn proc_mut(&mut self) -> &mut ChildProc {
-        match self {
-            CoordinatorProc::Harness(c) => &mut c.proc,
-            CoordinatorProc::SlowTick { proc, .. } => proc,
-        }
-    }
-
-    /// A channel to it.
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
-        tonic::transport::Endpoint::from_shared(self.url())?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .context("connecting to the coordinator")
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        match self {
-            CoordinatorProc::Harness(c) => c.proc.log_tail(lines),
-            CoordinatorProc::SlowTick { proc, .. } => proc.log_tail(lines),
-        }
-    }
-}
-
 /// Database, coordinator, gateway (with [`KEYS`]), an HTTP client and a simulated agent.
 pub struct Stack {
     /// The HTTP client, pointed at the gateway.
@@ -135,7 +66,7 @@ pub struct Stack {
     /// The gateway.
     pub gateway: Gateway,
     /// The coordinator.
-    pub coord: CoordinatorProc,
+    pub coord: Coordinator,
     /// The database.
     pub db: TestDb,
 }
@@ -158,19 +89,19 @@ impl Stack {
     ) -> anyhow::Result<Stack> {
         let db = fresh_database().await?;
         let coord = Coordinator::start(&db.url, coordinator_extra).await?;
-        Self::around(db, CoordinatorProc::Harness(coord), gateway_extra).await
+        Self::around(db, coord, gateway_extra).await
     }
 
     /// Like `start_with`, with a coordinator whose safety tick does not fire during the test.
     pub async fn start_slow_tick(gateway_extra: &[&str]) -> anyhow::Result<Stack> {
         let db = fresh_database().await?;
-        let coord = CoordinatorProc::slow_tick(&db.url).await?;
+        let coord = Coordinator::start_slow_tick(&db.url).await?;
         Self::around(db, coord, gateway_extra).await
     }
 
     async fn around(
         db: TestDb,
-        coord: CoordinatorProc,
+        coord: Coordinator,
         gateway_extra: &[&str],
     ) -> anyhow::Result<Stack> {
         let mut args = vec!["--api-keys", KEYS];
@@ -192,7 +123,7 @@ impl Stack {
         format!(
             "--- gateway\n{}\n--- coordinator\n{}",
             self.gateway.proc.log_tail(30),
-            self.coord.log_tail(30)
+            self.coord.proc.log_tail(30)
         )
     }
 

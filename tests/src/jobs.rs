@@ -1,19 +1,17 @@
 //! Small helpers for the coordinator behaviour tests: one-line enqueue, lease, complete and
-//! fail calls, polling with a deadline, wake streams, and a coordinator whose safety tick is
-//! slowed down so a test can tell which path woke an agent.
+//! fail calls, polling with a deadline, wake streams, and [`Setup`]; the coordinator with a slow
+//! safety tick is [`Coordinator::start_slow_tick`].
 
 use crate::coordinator::Coordinator;
 use crate::pg::{TestDb, fresh_database};
-use crate::procs::{self, ChildProc};
 use anyhow::{Context as _, bail};
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::admin_service_client::AdminServiceClient;
 use lanes_proto::v1::agent_service_client::AgentServiceClient;
 use lanes_proto::v1::client_service_client::ClientServiceClient;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 /// A ClientService client.
@@ -37,12 +35,7 @@ pub struct Setup {
     /// The database.
     pub db: TestDb,
     /// The coordinator process (killed when dropped).
-    proc: Proc,
-}
-
-enum Proc {
-    Fast(Coordinator),
-    Slow(SlowTickCoordinator),
+    coord: Coordinator,
 }
 
 impl Setup {
@@ -51,34 +44,31 @@ impl Setup {
         let db = fresh_database().await?;
         let c = Coordinator::start(&db.url, extra).await?;
         let channel = c.channel().await?;
-        Ok(Setup::new(channel, db, Proc::Fast(c)))
+        Ok(Setup::new(channel, db, c))
     }
 
-    /// Starts a [`SlowTickCoordinator`] on a fresh database.
+    /// Starts a coordinator with a one-minute safety tick ([`Coordinator::start_slow_tick`]).
     pub async fn slow_tick() -> anyhow::Result<Setup> {
         let db = fresh_database().await?;
-        let c = SlowTickCoordinator::start(&db.url).await?;
+        let c = Coordinator::start_slow_tick(&db.url).await?;
         let channel = c.channel().await?;
-        Ok(Setup::new(channel, db, Proc::Slow(c)))
+        Ok(Setup::new(channel, db, c))
     }
 
-    fn new(channel: Channel, db: TestDb, proc: Proc) -> Setup {
+    fn new(channel: Channel, db: TestDb, coord: Coordinator) -> Setup {
         Setup {
             client: ClientServiceClient::new(channel.clone()),
             agent: AgentServiceClient::new(channel.clone()),
             admin: AdminServiceClient::new(channel.clone()),
             channel,
             db,
-            proc,
+            coord,
         }
     }
 
     /// The last lines of the coordinator's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        match &self.proc {
-            Proc::Fast(c) => c.proc.log_tail(lines),
-            Proc::Slow(c) => c.proc.log_tail(lines),
-        }
+        self.coord.proc.log_tail(lines)
     }
 
     /// Enqueues `{}` in `queue`, lane `lane` (empty: unkeyed); returns the job id.
@@ -568,62 +558,5 @@ impl Wakes {
                 }
             }
         }
-    }
-}
-
-/// A coordinator started with a one-minute safety tick (the harness's is 200 ms), so agents
-/// are woken only by the path under test: an enqueue, a Wake call, or another replica's NOTIFY.
-pub struct SlowTickCoordinator {
-    /// The process (killed when dropped).
-    pub proc: ChildProc,
-    /// Its gRPC address.
-    pub addr: SocketAddr,
-}
-
-impl SlowTickCoordinator {
-    /// Starts one on `database_url` and waits until it accepts connections.
-    pub async fn start(database_url: &str) -> anyhow::Result<SlowTickCoordinator> {
-        let addr: SocketAddr = format!("127.0.0.1:{}", procs::free_port()).parse()?;
-        let args: Vec<String> = ["--listen", &addr.to_string(), "--tick-ms", "60000"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let envs = [
-            ("DATABASE_URL".to_string(), database_url.to_string()),
-            (
-                "RUST_LOG".to_string(),
-                "info,lanes_coordinator=debug".into(),
-            ),
-        ];
-        let path = procs::bin_path("coordinator")?;
-        let proc = procs::spawn("coordinator-slow-tick", &path, &args, &envs).await?;
-        if let Err(e) = procs::wait_for_tcp(addr, Duration::from_secs(30)).await {
-            bail!("coordinator did not start: {e}\n{}", proc.log_tail(40));
-        }
-        Ok(SlowTickCoordinator { proc, addr })
-    }
-
-    /// A channel to the server.
-    pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(format!("http://{}", self.addr))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .context("connecting to the coordinator")
-    }
-
-    /// A ClientService client.
-    pub async fn client(&self) -> anyhow::Result<Client> {
-        Ok(ClientServiceClient::new(self.channel().await?))
-    }
-
-    /// An AgentService client.
-    pub async fn agent(&self) -> anyhow::Result<Agent> {
-        Ok(AgentServiceClient::new(self.channel().await?))
-    }
-
-    /// An AdminService client.
-    pub async fn admin(&self) -> anyhow::Result<Admin> {
-        Ok(AdminServiceClient::new(self.channel().await?))
     }
 }

@@ -17,8 +17,8 @@ const Q: &str = "invoice_import";
 async fn an_enqueue_on_one_replica_wakes_an_idle_agent_on_the_other() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     // Slow safety ticks: only the cross-replica NOTIFY can deliver this wake in time.
-    let a = SlowTickCoordinator::start(&db.url).await?;
-    let b = SlowTickCoordinator::start(&db.url).await?;
+    let a = Coordinator::start_slow_tick(&db.url).await?;
+    let b = Coordinator::start_slow_tick(&db.url).await?;
     let (client_a, admin_a, agent_b) = (a.client().await?, a.admin().await?, b.agent().await?);
     let mut wakes = Wakes::open(&agent_b, "idle", &[Q]).await?;
     assert!(lease(&agent_b, "idle", &[Q]).await?.is_none(), "now asleep");

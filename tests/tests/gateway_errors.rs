@@ -364,7 +364,7 @@ async fn errors_have_their_status_and_change_nothing() -> anyhow::Result<()> {
 async fn coordinator_down_means_503_then_recovery() -> anyhow::Result<()> {
     let mut s = Stack::start().await?;
     let id = s.enqueue(job(json!({}))).await?;
-    s.coord.proc_mut().kill9().await;
+    s.coord.proc.kill9().await;
 
     let r = s
         .http
@@ -401,10 +401,7 @@ async fn coordinator_down_means_503_then_recovery() -> anyhow::Result<()> {
     assert_eq!(s.http.get("/healthz", None).await?.status, 200);
 
     // Back on the same port and database: the gateway reconnects by itself.
-    match &mut s.coord {
-        lanes_tests::gateway::CoordinatorProc::Harness(c) => c.restart().await?,
-        _ => anyhow::bail!("expected the harness coordinator"),
-    }
+    s.coord.restart().await?;
     eventually(Duration::from_secs(15), "readyz to answer 200", || async {
         Ok((s.http.get("/readyz", None).await?.status == 200).then_some(()))
     })
