@@ -125,4 +125,8 @@ pub struct ServeArgs {
     /// Hosts callback URLs may not point to (comma-separated), refused at enqueue.
     #[arg(long, env = "LANES_CALLBACK_DENY_HOSTS", value_delimiter = ',')]
     pub callback_deny_hosts: Vec<String>,
+
+    /// Global events and the watchdog.
+    #[command(flatten)]
+    pub events: crate::events::config::EventArgs,
 }

@@ -1,4 +1,5 @@
-//! The outbox dispatcher: delivers the `outbox` rows (job callbacks) as signed webhooks.
+//! The outbox dispatcher: delivers the `outbox` rows (job callbacks and global events) as
+//! signed webhooks.
 //!
 //! Rows are leased as jobs are (`FOR UPDATE SKIP LOCKED`, a 30 s delivery lease), so several
 //! replicas deliver each row once between them; a row whose replica died mid-delivery is
@@ -8,6 +9,7 @@
 //! 410: the endpoint is gone (`disabled`); anything else, or no answer within 10 s: retried
 //! with exponential backoff and jitter, then `failed` after the last try (kept, visible).
 
+use crate::events::endpoints::Endpoint;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,6 +17,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use sha2::Sha256;
 use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +45,7 @@ const LEASE: &str = "WITH cand AS (
   UPDATE outbox o SET state = 'delivering', attempts = o.attempts + 1,
     lease_expires_at = now() + interval '30 seconds'
   FROM cand WHERE o.id = cand.id
-  RETURNING o.id, o.url, o.payload, o.attempts";
+  RETURNING o.id, o.url, o.payload, o.attempts, o.endpoint";
 
 const DELIVERED: &str = "UPDATE outbox SET state = 'delivered', delivered_at = now(),
     last_status = $3, last_error = NULL, lease_expires_at = NULL
@@ -62,6 +66,8 @@ pub struct Dispatcher {
     http: reqwest::Client,
     /// The decoded signing key (`whsec_` prefix and base64 removed).
     key: Option<Vec<u8>>,
+    /// Keys of global event endpoints that have their own secret, by endpoint name.
+    endpoint_keys: Arc<HashMap<String, Vec<u8>>>,
     backoff_ms: u64,
 }
 
@@ -80,6 +86,8 @@ struct Row {
     url: String,
     payload: serde_json::Value,
     attempts: i32,
+    /// The global event endpoint it goes to; `None` for a job callback.
+    endpoint: Option<String>,
 }
 
 /// Decodes a `whsec_<base64>` secret into its key.
@@ -139,8 +147,22 @@ impl Dispatcher {
             pool,
             http,
             key,
+            endpoint_keys: Arc::default(),
             backoff_ms: backoff_ms.max(1),
         })
+    }
+
+    /// Signs the deliveries of each global event endpoint that has a secret with its own
+    /// key (the others with the callbacks' key).
+    pub fn with_endpoints(mut self, endpoints: &[Endpoint]) -> anyhow::Result<Self> {
+        let mut keys = HashMap::new();
+        for e in endpoints {
+            if let Some(secret) = e.secret.as_deref().filter(|s| !s.trim().is_empty()) {
+                keys.insert(e.name.clone(), decode_secret(secret)?);
+            }
+        }
+        self.endpoint_keys = Arc::new(keys);
+        Ok(self)
     }
 
     /// Delivers due rows until `stop`.
@@ -174,13 +196,14 @@ impl Dispatcher {
 
     /// Leases up to a batch of rows and delivers them concurrently; returns how many.
     async fn pass(&self) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, String, serde_json::Value, i32)> = sqlx::query_as(LEASE)
-            .bind(BATCH)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(i64, String, serde_json::Value, i32, Option<String>)> =
+            sqlx::query_as(LEASE)
+                .bind(BATCH)
+                .fetch_all(&self.pool)
+                .await?;
         let n = rows.len();
         let mut set = JoinSet::new();
-        for (id, url, payload, attempts) in rows {
+        for (id, url, payload, attempts, endpoint) in rows {
             let me = self.clone();
             set.spawn(async move {
                 let row = Row {
@@ -188,6 +211,7 @@ impl Dispatcher {
                     url,
                     payload,
                     attempts,
+                    endpoint,
                 };
                 if let Err(e) = me.deliver(&row).await {
                     tracing::warn!(outbox.id = row.id, error = %e, "recording a delivery failed");
@@ -208,7 +232,11 @@ impl Dispatcher {
             .header("content-type", "application/json")
             .header("webhook-id", &msg_id)
             .header("webhook-timestamp", ts.to_string());
-        if let Some(key) = &self.key {
+        let own = row
+            .endpoint
+            .as_ref()
+            .and_then(|e| self.endpoint_keys.get(e));
+        if let Some(key) = own.or(self.key.as_ref()) {
             req = req.header("webhook-signature", sign(key, &msg_id, ts, &body));
         }
         let outcome = req.body(body).send().await;

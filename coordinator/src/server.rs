@@ -9,11 +9,12 @@ use crate::service::agent::Agents;
 use crate::service::auth::Guard;
 use crate::service::client::Clients;
 use crate::wake::Waker;
-use crate::{db, dispatch, reaper};
+use crate::{db, dispatch, events, reaper};
 use anyhow::Context;
 use lanes_proto::v1::admin_service_server::AdminServiceServer;
 use lanes_proto::v1::agent_service_server::AgentServiceServer;
 use lanes_proto::v1::client_service_server::ClientServiceServer;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +60,19 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         args.webhook_backoff_ms,
     )
     .context("webhook settings (LANES_WEBHOOK_SECRET)")?;
+    let endpoints = match &args.events.event_endpoints {
+        Some(json) if !json.trim().is_empty() => events::endpoints::parse(json)?,
+        _ => Vec::new(),
+    };
+    let dispatcher = dispatcher.with_endpoints(&endpoints)?;
     tasks.spawn(dispatcher.run(stop.clone()));
+    let fanout = events::fanout::Fanout::new(pool.clone(), Arc::new(endpoints), &args.events);
+    tasks.spawn(events::run_fanout(fanout, stop.clone()));
+    if args.events.watchdog_interval_ms > 0 {
+        let dog = events::watchdog::Watchdog::new(pool.clone(), &args.events, stale_ms);
+        let every = Duration::from_millis(args.events.watchdog_interval_ms.max(100));
+        tasks.spawn(events::run_watchdog(dog, every, stop.clone()));
+    }
 
     let (agent_guard, client_guard, admin_guard) = guards(&args);
     let reflection_v1 = reflection().build_v1()?;

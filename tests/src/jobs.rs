@@ -66,6 +66,11 @@ impl Setup {
         }
     }
 
+    /// The coordinator's gRPC URL (for agents).
+    pub fn coord_url(&self) -> String {
+        self.coord.url()
+    }
+
     /// The last lines of the coordinator's log.
     pub fn log_tail(&self, lines: usize) -> String {
         self.coord.proc.log_tail(lines)
