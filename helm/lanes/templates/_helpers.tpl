@@ -88,6 +88,10 @@ DATABASE_URL
 {{- default (printf "%s-auth" (include "lanes.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 
+{{- define "lanes.eventsSecretName" -}}
+{{- default (printf "%s-events" (include "lanes.fullname" .)) .Values.events.existingSecret }}
+{{- end }}
+
 {{/* An env entry read from the auth Secret. Call with (dict "ctx" $ "key" "LANES_TOKEN"). */}}
 {{- define "lanes.authEnv" -}}
 - name: {{ .key }}

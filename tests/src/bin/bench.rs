@@ -3,7 +3,7 @@
 //!
 //!   cargo build --release --bins && LANES_PG_DURABLE=1 target/release/bench [scenario…]
 //!
-//! Scenarios: enqueue, throughput, backlog, pickup, hotlane (default: all).
+//! Scenarios: enqueue, throughput, backlog, pickup, hotlane, webhooks (default: all).
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -22,7 +22,14 @@ type Client = ClientServiceClient<Channel>;
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["enqueue", "throughput", "backlog", "pickup", "hotlane"];
+    let all = [
+        "enqueue",
+        "throughput",
+        "backlog",
+        "pickup",
+        "hotlane",
+        "webhooks",
+    ];
     let wanted: Vec<&str> = if args.is_empty() {
         all.to_vec()
     } else {
@@ -47,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             "backlog" => backlog().await?,
             "pickup" => pickup().await?,
             "hotlane" => hotlane().await?,
+            "webhooks" => webhooks(5_000).await?,
             other => anyhow::bail!("unknown scenario {other}; known: {all:?}"),
         }
     }
@@ -339,6 +347,50 @@ async fn hotlane() -> anyhow::Result<()> {
     println!(
         "hotlane: {n} jobs of one lane, 8 agents competing: {:.0} jobs/s",
         n as f64 / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Dispatcher throughput: `n` signed deliveries to a local receiver. The rows are written
+/// straight into the outbox (as completions with a callback URL write them), then the time
+/// until the last one is `delivered` is measured.
+async fn webhooks(n: i64) -> anyhow::Result<()> {
+    let rx = lanes_tests::webhooks::Receiver::start().await?;
+    let db = fresh_database().await?;
+    let secret = lanes_tests::webhooks::secret();
+    let _coord = Coordinator::start_quiet(&db.url, &["--webhook-secret", &secret]).await?;
+    let pool = db.pool().await?;
+    let t = Instant::now();
+    sqlx::query(
+        "INSERT INTO outbox (event_type, job_id, queue, lane, url, payload)
+         SELECT 'job.completed', g, 'bench', 'l', $1,
+                jsonb_build_object('task_id', g, 'status', 'completed', 'result', 'ok')
+         FROM generate_series(1, $2) g",
+    )
+    .bind(rx.url("/hook"))
+    .bind(n)
+    .execute(&pool)
+    .await?;
+    loop {
+        let (done,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM outbox WHERE state = 'delivered'")
+                .fetch_one(&pool)
+                .await?;
+        if done >= n {
+            break;
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "{done} of {n} delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "webhooks: {n} signed deliveries to a local receiver in {secs:.2} s = {:.0} events/s \
+         (receiver got {})",
+        n as f64 / secs,
+        rx.requests().len()
     );
     Ok(())
 }
