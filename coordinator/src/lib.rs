@@ -8,6 +8,7 @@ pub mod db;
 pub mod dispatch;
 pub mod error;
 pub mod reaper;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod validate;

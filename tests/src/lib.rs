@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod pg;
 pub mod procs;
+pub mod receiver;
 
 pub use coordinator::Coordinator;
 pub use nix::sys::signal::Signal;
