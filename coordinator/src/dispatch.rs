@@ -6,7 +6,8 @@
 //! `webhook-id` (`msg_<row id>`, the same on every retry, so a receiver can drop repeats),
 //! `webhook-timestamp` and, when a secret is configured, `webhook-signature`. 2xx: delivered;
 //! 410: the endpoint is gone (`disabled`); anything else, or no answer within 10 s: retried
-//! with exponential backoff and jitter, then `failed` after the last try (kept, visible).
+//! with exponential backoff and jitter, then `failed` after the last try (kept, visible, and
+//! replayable: `db::outbox::replay_ids`).
 
 use anyhow::{Context, bail};
 use base64::Engine;
