@@ -126,6 +126,16 @@ pub struct ServeArgs {
     #[arg(long, env = "LANES_CALLBACK_DENY_HOSTS", value_delimiter = ',')]
     pub callback_deny_hosts: Vec<String>,
 
+    /// Seconds between retention passes, which delete finished jobs past their queue's
+    /// retention and delivered webhooks past --outbox-retention-s. 0 turns retention off.
+    #[arg(long, env = "LANES_RETENTION_INTERVAL_S", default_value_t = 60)]
+    pub retention_interval_s: u64,
+
+    /// Delivered webhooks (outbox rows) are deleted this many seconds after delivery.
+    /// Failed and disabled ones are kept until replayed.
+    #[arg(long, env = "LANES_OUTBOX_RETENTION_S", default_value_t = 86_400)]
+    pub outbox_retention_s: u64,
+
     /// Global events and the watchdog.
     #[command(flatten)]
     pub events: crate::events::config::EventArgs,

@@ -7,7 +7,8 @@
 //! `webhook-id` (`msg_<row id>`, the same on every retry, so a receiver can drop repeats),
 //! `webhook-timestamp` and, when a secret is configured, `webhook-signature`. 2xx: delivered;
 //! 410: the endpoint is gone (`disabled`); anything else, or no answer within 10 s: retried
-//! with exponential backoff and jitter, then `failed` after the last try (kept, visible).
+//! with exponential backoff and jitter, then `failed` after the last try (kept, visible, and
+//! replayable: `db::outbox::replay_ids`).
 
 use crate::events::endpoints::Endpoint;
 use anyhow::{Context, bail};
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Rows leased per pass.
 const BATCH: i64 = 32;
-/// Tries before a delivery is marked `failed`.
+/// Tries before a delivery is marked `failed` (counted since its last replay).
 const MAX_TRIES: i32 = 12;
 /// Longest retry delay.
 const MAX_BACKOFF_MS: u64 = 3_600_000;
@@ -36,7 +37,8 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Due rows, and rows whose delivering replica stopped (lapsed lease), locked with SKIP
 /// LOCKED so two replicas never lease the same row. `attempts` counts tries and fences the
-/// lease: only the holder of the latest try records its outcome.
+/// lease: only the holder of the latest try records its outcome. Tries left are counted
+/// from `attempts_base`, moved up to `attempts` by an operator's replay.
 const LEASE: &str = "WITH cand AS (
     SELECT id FROM outbox
     WHERE (state = 'pending' AND next_attempt_at <= now())
@@ -45,7 +47,7 @@ const LEASE: &str = "WITH cand AS (
   UPDATE outbox o SET state = 'delivering', attempts = o.attempts + 1,
     lease_expires_at = now() + interval '30 seconds'
   FROM cand WHERE o.id = cand.id
-  RETURNING o.id, o.url, o.payload, o.attempts, o.endpoint";
+  RETURNING o.id, o.url, o.payload, o.attempts, o.attempts - o.attempts_base, o.endpoint";
 
 const DELIVERED: &str = "UPDATE outbox SET state = 'delivered', delivered_at = now(),
     last_status = $3, last_error = NULL, lease_expires_at = NULL
@@ -88,6 +90,8 @@ struct Row {
     attempts: i32,
     /// The global event endpoint it goes to; `None` for a job callback.
     endpoint: Option<String>,
+    /// Tries since the last replay, this one included.
+    tries: i32,
 }
 
 /// Decodes a `whsec_<base64>` secret into its key.
@@ -196,14 +200,14 @@ impl Dispatcher {
 
     /// Leases up to a batch of rows and delivers them concurrently; returns how many.
     async fn pass(&self) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, String, serde_json::Value, i32, Option<String>)> =
+        let rows: Vec<(i64, String, serde_json::Value, i32, i32, Option<String>)> =
             sqlx::query_as(LEASE)
                 .bind(BATCH)
                 .fetch_all(&self.pool)
                 .await?;
         let n = rows.len();
         let mut set = JoinSet::new();
-        for (id, url, payload, attempts, endpoint) in rows {
+        for (id, url, payload, attempts, tries, endpoint) in rows {
             let me = self.clone();
             set.spawn(async move {
                 let row = Row {
@@ -212,6 +216,7 @@ impl Dispatcher {
                     payload,
                     attempts,
                     endpoint,
+                    tries,
                 };
                 if let Err(e) = me.deliver(&row).await {
                     tracing::warn!(outbox.id = row.id, error = %e, "recording a delivery failed");
@@ -271,7 +276,7 @@ impl Dispatcher {
             // Without the URL: it may carry credentials in its query.
             Err(e) => (None, e.without_url().to_string()),
         };
-        let last = row.attempts >= MAX_TRIES;
+        let last = row.tries >= MAX_TRIES;
         let state = if last { "failed" } else { "pending" };
         sqlx::query(RETRY)
             .bind(row.id)
@@ -279,13 +284,13 @@ impl Dispatcher {
             .bind(status)
             .bind(state)
             .bind(&error)
-            .bind(backoff_ms(self.backoff_ms, row.attempts))
+            .bind(backoff_ms(self.backoff_ms, row.tries))
             .execute(&self.pool)
             .await?;
         if last {
-            tracing::warn!(outbox.id = row.id, tries = row.attempts, %error, "webhook undeliverable; kept as failed");
+            tracing::warn!(outbox.id = row.id, tries = row.tries, %error, "webhook undeliverable; kept as failed");
         } else {
-            tracing::info!(outbox.id = row.id, tries = row.attempts, %error, "webhook delivery failed; will retry");
+            tracing::info!(outbox.id = row.id, tries = row.tries, %error, "webhook delivery failed; will retry");
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod reaper;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod validate;

@@ -1,6 +1,6 @@
 //! Assembles the gRPC server: the three Lanes services behind their auth guards, server
 //! reflection (v1 and v1alpha, for grpcurl old and new), grpc.health.v1, optional TLS, and
-//! the background tasks (wake fan-out, safety tick, reaper, webhook dispatcher). Stops cleanly on `stop`.
+//! the background tasks (wake fan-out, safety tick, reaper, webhook dispatcher, retention). Stops cleanly on `stop`.
 
 use crate::config::ServeArgs;
 use crate::service::Ctx;
@@ -9,7 +9,7 @@ use crate::service::agent::Agents;
 use crate::service::auth::Guard;
 use crate::service::client::Clients;
 use crate::wake::Waker;
-use crate::{db, dispatch, events, reaper};
+use crate::{db, dispatch, events, reaper, retention};
 use anyhow::Context;
 use lanes_proto::v1::admin_service_server::AdminServiceServer;
 use lanes_proto::v1::agent_service_server::AgentServiceServer;
@@ -72,6 +72,14 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         let dog = events::watchdog::Watchdog::new(pool.clone(), &args.events, stale_ms);
         let every = Duration::from_millis(args.events.watchdog_interval_ms.max(100));
         tasks.spawn(events::run_watchdog(dog, every, stop.clone()));
+    }
+    if args.retention_interval_s > 0 {
+        tasks.spawn(retention::run(
+            pool.clone(),
+            Duration::from_secs(args.retention_interval_s),
+            i64::try_from(args.outbox_retention_s).unwrap_or(i64::MAX),
+            stop.clone(),
+        ));
     }
 
     let (agent_guard, client_guard, admin_guard) = guards(&args);

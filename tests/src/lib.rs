@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod pg;
 pub mod procs;
+pub mod receiver;
 pub mod webhooks;
 
 pub use coordinator::Coordinator;

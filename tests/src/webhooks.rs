@@ -1,19 +1,13 @@
-//! A real local HTTP receiver for webhook tests, and an independent check of Standard
-//! Webhooks signatures (this crate's own HMAC code, not the coordinator's).
+//! Standard Webhooks signatures checked independently (this crate's own HMAC code, not the
+//! coordinator's), for the tests that receive webhooks with [`crate::receiver`].
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit as _, Mac as _};
-use serde_json::Value;
 use sha2::Sha256;
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
+
+pub use crate::receiver::{Got, Receiver};
 
 /// The signing key the webhook tests configure.
 pub const KEY: &[u8] = b"lanes-events-test-key-0123456789";
@@ -21,161 +15,6 @@ pub const KEY: &[u8] = b"lanes-events-test-key-0123456789";
 /// [`KEY`] in the `whsec_<base64>` form the coordinator takes.
 pub fn secret() -> String {
     format!("whsec_{}", STANDARD.encode(KEY))
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-pub struct Got {
-    /// Request path.
-    pub path: String,
-    /// Headers, names lower-cased.
-    pub headers: HashMap<String, String>,
-    /// The exact body bytes.
-    pub body: Vec<u8>,
-}
-
-impl Got {
-    /// A header's value, or "".
-    pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-
-    /// The body as JSON (Null if it is not).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// A minimal HTTP/1.1 receiver: records every request and answers each path with its
-/// scripted statuses in turn, then 200.
-#[derive(Clone, Default)]
-pub struct Receiver {
-    got: Arc<Mutex<Vec<Got>>>,
-    script: Arc<Mutex<HashMap<String, VecDeque<u16>>>>,
-    /// While set, requests are read, counted in `stalled` and never answered.
-    pub stall: Arc<AtomicBool>,
-    /// Requests left unanswered while stalling.
-    pub stalled: Arc<AtomicUsize>,
-    base: String,
-}
-
-impl Receiver {
-    /// Starts listening on a free local port.
-    pub async fn start() -> anyhow::Result<Receiver> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let r = Receiver {
-            base,
-            ..Receiver::default()
-        };
-        let me = r.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let me = me.clone();
-                tokio::spawn(async move {
-                    let _ = me.serve(sock).await;
-                });
-            }
-        });
-        Ok(r)
-    }
-
-    /// The URL of `path` on this receiver.
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Scripts the statuses answered to `path`, in turn (then 200).
-    pub fn answer(&self, path: &str, statuses: &[u16]) {
-        if let Ok(mut s) = self.script.lock() {
-            s.insert(path.into(), statuses.iter().copied().collect());
-        }
-    }
-
-    /// Every request so far.
-    pub fn requests(&self) -> Vec<Got> {
-        self.got.lock().map(|g| g.clone()).unwrap_or_default()
-    }
-
-    /// The requests to `path`.
-    pub fn to(&self, path: &str) -> Vec<Got> {
-        self.requests()
-            .into_iter()
-            .filter(|g| g.path == path)
-            .collect()
-    }
-
-    /// Waits until `n` requests arrived in all.
-    pub async fn wait_for(&self, n: usize, within: Duration) -> anyhow::Result<Vec<Got>> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.requests();
-            if got.len() >= n {
-                return Ok(got);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the receiver got {} of {n} requests within {within:?}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn serve(&self, mut sock: TcpStream) -> anyhow::Result<()> {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = sock.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed in the headers");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or("");
-        let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let n = sock.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed in the body");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = buf[head_end..head_end + len].to_vec();
-        if self.stall.load(Ordering::SeqCst) {
-            self.stalled.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return Ok(());
-        }
-        let status = self
-            .script
-            .lock()
-            .ok()
-            .and_then(|mut s| s.get_mut(&path).and_then(VecDeque::pop_front))
-            .unwrap_or(200);
-        if let Ok(mut g) = self.got.lock() {
-            g.push(Got {
-                path,
-                headers,
-                body,
-            });
-        }
-        let reply = format!(
-            "HTTP/1.1 {status} X\r\ncontent-length: 2\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nok"
-        );
-        sock.write_all(reply.as_bytes()).await?;
-        sock.shutdown().await?;
-        Ok(())
-    }
 }
 
 /// Verifies a Standard Webhooks signature with this test's own HMAC code.

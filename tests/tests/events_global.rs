@@ -220,16 +220,21 @@ async fn failures_are_announced_and_floods_summed_up() -> anyhow::Result<()> {
     let evs_after = events(&rx)?;
     assert_eq!(total(&evs_after), n + 1, "{evs:#?}");
     let singles = of_type(&evs_after, "job.failed").len();
-    let summaries = of_type(&evs_after, "events.summary");
+    // The queue blocks its lanes on failure, so lane.blocked floods alongside job.failed:
+    // each type is limited and summed up on its own.
+    let summaries: Vec<&Value> = of_type(&evs_after, "events.summary")
+        .into_iter()
+        .filter(|s| s["data"]["event_type"] == "job.failed")
+        .collect();
     // 61 failures within ~2 windows: at most 3 single messages per window, then summaries.
     assert!(singles <= 6, "{singles} single job.failed messages");
     assert!(
-        (1..=4).contains(&summaries.len()),
+        (1..=3).contains(&summaries.len()),
         "{} summaries",
         summaries.len()
     );
     assert!(
-        evs_after.len() <= 16,
+        evs_after.len() <= 20,
         "a flood of 61 failures gave {} messages",
         evs_after.len()
     );

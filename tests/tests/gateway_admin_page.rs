@@ -1,14 +1,15 @@
 //! The admin page in a real headless Chromium, driven over WebDriver (chromedriver started
 //! by the test on a free port): key prompt, live job list, a failed job retried from the
-//! page, job detail, agents and cleanup.
+//! page, job detail, agents, cleanup, and a failed webhook delivery replayed from the page.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (CI installs them); without them the test
 //! fails with an install hint rather than skipping.
 
 use anyhow::{Context as _, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
-use lanes_tests::gateway::{ADMIN_KEY, READ_KEY, Stack};
+use lanes_tests::gateway::{ADMIN_KEY, READ_KEY, Stack, eventually};
 use lanes_tests::procs::{self, ChildProc};
+use lanes_tests::receiver::Receiver;
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -79,7 +80,12 @@ fn by(testid: &str) -> String {
 /// The text of the element with `testid`, or `None` while it does not exist.
 async fn text(c: &Client, testid: &str) -> anyhow::Result<Option<String>> {
     match c.find(Locator::Css(&by(testid))).await {
-        Ok(e) => Ok(Some(e.text().await?)),
+        Ok(e) => match e.text().await {
+            Ok(t) => Ok(Some(t)),
+            // The page's refresh replaced the element between the find and the read.
+            Err(e) if e.is_stale_element_reference() => Ok(None),
+            Err(e) => Err(e.into()),
+        },
         Err(e) if e.is_no_such_element() => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -103,20 +109,32 @@ async fn wait_text(c: &Client, testid: &str, want: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Tries `op` on the element with `testid` again when the page's 3-second refresh replaced
+/// the element between finding and using it (a stale element reference).
+async fn on_element<T>(
+    c: &Client,
+    testid: &str,
+    op: impl AsyncFn(fantoccini::elements::Element) -> Result<T, fantoccini::error::CmdError>,
+) -> anyhow::Result<T> {
+    let mut tries = 0;
+    loop {
+        let e = c
+            .find(Locator::Css(&by(testid)))
+            .await
+            .with_context(|| format!("finding {testid}"))?;
+        match op(e).await {
+            Err(e) if e.is_stale_element_reference() && tries < 5 => tries += 1,
+            other => return other.with_context(|| format!("using {testid}")),
+        }
+    }
+}
+
 async fn displayed(c: &Client, testid: &str) -> anyhow::Result<bool> {
-    Ok(c.find(Locator::Css(&by(testid)))
-        .await?
-        .is_displayed()
-        .await?)
+    on_element(c, testid, async |e| e.is_displayed().await).await
 }
 
 async fn click(c: &Client, testid: &str) -> anyhow::Result<()> {
-    c.find(Locator::Css(&by(testid)))
-        .await
-        .with_context(|| format!("finding {testid}"))?
-        .click()
-        .await
-        .with_context(|| format!("clicking {testid}"))
+    on_element(c, testid, async |e| e.click().await).await
 }
 
 async fn enter_key(c: &Client, key: &str) -> anyhow::Result<()> {
@@ -129,9 +147,13 @@ async fn enter_key(c: &Client, key: &str) -> anyhow::Result<()> {
 /// Load the page, get past the key prompt, watch a job fail and retry it from the page.
 #[tokio::test]
 async fn admin_page_retries_a_failed_job() -> anyhow::Result<()> {
-    let s = Stack::start().await?;
+    // Failed callback deliveries retry every few milliseconds, so one ends failed quickly.
+    let s = Stack::start_full(&["--webhook-backoff-ms", "1"], &[]).await?;
     let b = browser().await?;
-    let result = scenario(&s, &b.client).await;
+    let result = match scenario(&s, &b.client).await {
+        Ok(()) => deliveries(&s, &b.client).await,
+        Err(e) => Err(e),
+    };
     let shot = match (&result, b.client.screenshot().await) {
         (Err(_), Ok(png)) => {
             let path =
@@ -238,5 +260,55 @@ async fn scenario(s: &Stack, c: &Client) -> anyhow::Result<()> {
         .get(&format!("/api/jobs/{old}"), Some(READ_KEY))
         .await?;
     assert_eq!(gone.status, 404);
+    Ok(())
+}
+
+/// A job callback whose endpoint answers 500 every time ends failed: the Deliveries table
+/// shows it, and its Replay button sends it again once the endpoint is back.
+async fn deliveries(s: &Stack, c: &Client) -> anyhow::Result<()> {
+    let rx = Receiver::start().await?;
+    rx.answer_all(500);
+    let job = s
+        .enqueue(json!({"queue": "callbacks", "payload": {"invoice": 78},
+                        "callback_url": rx.url("/n8n")}))
+        .await?;
+    let leased = s.agent.take("callbacks").await?;
+    assert_eq!(leased.id, job);
+    s.agent.complete(&leased, "{}").await?;
+    let id = eventually(Duration::from_secs(60), "a failed delivery", || async {
+        let r = s
+            .http
+            .get("/admin/api/deliveries?state=failed", Some(ADMIN_KEY))
+            .await?;
+        Ok(r.body["deliveries"][0]["id"].as_i64())
+    })
+    .await?;
+    wait_text(c, &format!("delivery-state-{id}"), "failed").await?;
+    assert!(!displayed(c, "deliveries-empty").await?);
+
+    rx.answer_all(200);
+    click(c, &format!("delivery-replay-{id}")).await?;
+    wait_text(c, "deliveries-result", &format!("delivery {id} replayed")).await?;
+    eventually(Duration::from_secs(20), "the replay delivered", || async {
+        let r = s
+            .http
+            .get("/admin/api/deliveries?state=delivered", Some(ADMIN_KEY))
+            .await?;
+        Ok((r.body["deliveries"][0]["id"].as_i64() == Some(id)).then_some(()))
+    })
+    .await?;
+    let last = rx
+        .requests()
+        .pop()
+        .map(|g| g.header("webhook-id").to_owned());
+    assert_eq!(last, Some(format!("msg_{id}")));
+    let deadline = Instant::now() + PAGE_WAIT;
+    while !displayed(c, "deliveries-empty").await? {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the delivered webhook is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

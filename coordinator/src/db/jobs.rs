@@ -408,28 +408,56 @@ pub async fn retry(db: &PgPool, id: i64) -> Result<JobRow> {
     Ok(job)
 }
 
+// Finished jobs past their age, per state: `$2` seconds when given (PurgeJobs), else their
+// queue's retention (completed and cancelled: retention_completed_s; failed:
+// retention_failed_s). The first `finished_at` bound repeats the smallest threshold so the
+// jobs_finished index bounds the scan; the second is exact per row. The failed head of a
+// blocked lane is kept (the lane still needs it). SKIP LOCKED: replicas running retention at
+// the same time, or an operator's retry, never wait on each other.
 const PURGE: &str = "WITH doomed AS (
-    SELECT j.id FROM jobs j
+    SELECT j.id FROM jobs j JOIN queues q ON q.name = j.queue
     WHERE j.state IN ('completed', 'failed', 'cancelled')
-      AND j.finished_at < now() - make_interval(hours => $1::int)
-      AND ($2::text IS NULL OR j.queue = $2)
-      AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.head_job_id = j.id AND l.state = 'blocked')
-    LIMIT 5000)
-  DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)";
+      AND j.finished_at < now() - make_interval(secs => COALESCE($2::float8,
+            (SELECT min(LEAST(retention_completed_s, retention_failed_s)) FROM queues)::float8))
+      AND j.finished_at < now() - make_interval(secs => COALESCE($2::float8, (CASE
+            WHEN j.state = 'failed' THEN q.retention_failed_s
+            ELSE q.retention_completed_s END)::float8))
+      AND ($3::text IS NULL OR j.queue = $3)
+      AND NOT EXISTS (SELECT 1 FROM lanes l WHERE l.queue = j.queue AND l.lane_key = j.lane_key
+                      AND l.head_job_id = j.id AND l.state = 'blocked')
+    LIMIT $1 FOR UPDATE OF j SKIP LOCKED),
+  gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING state)
+  SELECT state, count(*) FROM gone GROUP BY state";
 
-/// Deletes finished jobs older than `hours`, in batches of 5,000 so no statement holds locks
-/// for long. The failed head of a blocked lane is kept (the lane still needs it).
+/// Rows per purge statement, so none holds many row locks for long.
+pub const PURGE_BATCH: i64 = 1000;
+
+/// Deletes up to [`PURGE_BATCH`] finished jobs older than `older_than_s` seconds, or than
+/// their queue's retention when `None`; returns how many of each state went.
+pub async fn purge_batch(
+    db: &PgPool,
+    queue: Option<&str>,
+    older_than_s: Option<i64>,
+) -> Result<Vec<(JobState, i64)>> {
+    Ok(sqlx::query_as(PURGE)
+        .bind(PURGE_BATCH)
+        .bind(older_than_s.map(|s| s as f64))
+        .bind(queue)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Deletes finished jobs older than `hours`, batch by batch (see [`purge_batch`]).
 pub async fn purge(db: &PgPool, queue: Option<&str>, hours: i32) -> Result<i64> {
     let mut total = 0;
     loop {
-        let n = sqlx::query(PURGE)
-            .bind(hours)
-            .bind(queue)
-            .execute(db)
+        let n: i64 = purge_batch(db, queue, Some(i64::from(hours) * 3600))
             .await?
-            .rows_affected();
-        total += n as i64;
-        if n < 5000 {
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        total += n;
+        if n < PURGE_BATCH {
             return Ok(total);
         }
     }

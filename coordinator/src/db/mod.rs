@@ -7,6 +7,7 @@ pub mod failure;
 pub mod jobs;
 pub mod lanes;
 pub mod lease;
+pub mod outbox;
 pub mod queues;
 pub mod stats;
 

@@ -1,7 +1,9 @@
-//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge.
+//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge, and the
+//! webhook deliveries (list, replay).
 
 use super::{Ctx, convert};
 use crate::db::lanes::{self, LaneId};
+use crate::db::outbox::{self, Filter};
 use crate::db::queues::{self, FailurePolicy, SettingsPatch};
 use crate::db::{agents, jobs};
 use crate::error::Error;
@@ -40,6 +42,72 @@ fn policy(p: i32) -> Result<Option<FailurePolicy>, Error> {
         Ok(pb::FailurePolicy::Block) => Ok(Some(FailurePolicy::Block)),
         Err(_) => Err(Error::Invalid(format!("unknown failure_policy {p}"))),
     }
+}
+
+/// Largest page of ListDeliveries.
+const MAX_DELIVERY_PAGE: i32 = 500;
+
+/// The outbox filter of a ListDeliveries request, checked.
+fn delivery_filter(r: pb::ListDeliveriesRequest) -> Result<Filter, Error> {
+    let mut states = Vec::new();
+    for s in r.states {
+        let state = pb::DeliveryState::try_from(s)
+            .ok()
+            .and_then(convert::db_delivery_state)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown delivery state {s}; use PENDING, DELIVERING, DELIVERED, FAILED or DISABLED"
+                ))
+            })?;
+        states.push(state.to_owned());
+    }
+    if !r.queue.is_empty() {
+        validate::queue_name(&r.queue)?;
+    }
+    if r.event_type.len() > 128 {
+        return Err(Error::Invalid(format!(
+            "event_type is {} bytes; the limit is 128",
+            r.event_type.len()
+        )));
+    }
+    let limit = match r.page_size {
+        0 => 50,
+        n if (1..=MAX_DELIVERY_PAGE).contains(&n) => n,
+        n => {
+            return Err(Error::Invalid(format!(
+                "page_size is {n}; allowed 1-{MAX_DELIVERY_PAGE} (0 = 50)"
+            )));
+        }
+    };
+    if r.page_token < 0 {
+        return Err(Error::Invalid(
+            "page_token must be a next_page_token from a previous page".into(),
+        ));
+    }
+    Ok(Filter {
+        states,
+        queue: (!r.queue.is_empty()).then_some(r.queue),
+        event_type: (!r.event_type.is_empty()).then_some(r.event_type),
+        before_id: (r.page_token > 0).then_some(r.page_token),
+        limit: i64::from(limit),
+    })
+}
+
+/// Checks the ids of a replay: 1-1,000 positive ids (duplicates are harmless).
+fn replay_ids(ids: &[i64]) -> Result<(), Error> {
+    if ids.len() > outbox::MAX_REPLAY_IDS {
+        return Err(Error::Invalid(format!(
+            "{} ids; at most {} per replay",
+            ids.len(),
+            outbox::MAX_REPLAY_IDS
+        )));
+    }
+    if let Some(bad) = ids.iter().find(|id| **id <= 0) {
+        return Err(Error::Invalid(format!(
+            "delivery id {bad} is not a positive integer"
+        )));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -191,5 +259,59 @@ impl AdminService for Admin {
         let deleted = jobs::purge(&self.ctx.pool, queue, hours).await?;
         tracing::info!(deleted, "purged finished jobs");
         Ok(Response::new(pb::PurgeJobsResponse { deleted }))
+    }
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn list_deliveries(
+        &self,
+        req: Request<pb::ListDeliveriesRequest>,
+    ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let f = delivery_filter(req.into_inner())?;
+        let rows = outbox::list(&self.ctx.pool, &f).await?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() as i64 == f.limit => last.id,
+            _ => 0,
+        };
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: rows.into_iter().map(convert::delivery).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(ids = req.get_ref().ids.len(), all_failed = req.get_ref().all_failed))]
+    async fn replay_deliveries(
+        &self,
+        req: Request<pb::ReplayDeliveriesRequest>,
+    ) -> Result<Response<pb::ReplayDeliveriesResponse>, Status> {
+        let r = req.into_inner();
+        let replayed = match (r.ids.is_empty(), r.all_failed) {
+            (false, false) => {
+                if !r.queue.is_empty() {
+                    return Err(Error::Invalid(
+                        "queue filters all_failed only; ids name their deliveries".into(),
+                    )
+                    .into());
+                }
+                replay_ids(&r.ids)?;
+                outbox::replay_ids(&self.ctx.pool, &r.ids).await?
+            }
+            (true, true) => {
+                if !r.queue.is_empty() {
+                    validate::queue_name(&r.queue)?;
+                }
+                let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
+                outbox::replay_failed(&self.ctx.pool, queue).await?
+            }
+            (false, true) => {
+                return Err(Error::Invalid("give ids or all_failed, not both".into()).into());
+            }
+            (true, false) => {
+                return Err(Error::Invalid(
+                    "nothing to replay: give ids, or all_failed = true".into(),
+                )
+                .into());
+            }
+        };
+        tracing::info!(replayed, "deliveries replayed");
+        Ok(Response::new(pb::ReplayDeliveriesResponse { replayed }))
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::db::jobs::{JobRow, JobState};
 use crate::db::lease::Leased;
+use crate::db::outbox::Delivery;
 use crate::db::queues::{FailurePolicy, QueueSettings};
 use chrono::{DateTime, Duration, Utc};
 use lanes_proto::v1 as pb;
@@ -109,5 +110,99 @@ pub fn settings(s: QueueSettings) -> pb::QueueSettings {
         paused: s.paused,
         failure_policy: policy as i32,
         updated_at: Some(ts(s.updated_at)),
+    }
+}
+
+/// The protobuf enum of an outbox state (`Unspecified` for one this build does not know).
+pub fn delivery_state(s: &str) -> pb::DeliveryState {
+    match s {
+        "pending" => pb::DeliveryState::Pending,
+        "delivering" => pb::DeliveryState::Delivering,
+        "delivered" => pb::DeliveryState::Delivered,
+        "failed" => pb::DeliveryState::Failed,
+        "disabled" => pb::DeliveryState::Disabled,
+        _ => pb::DeliveryState::Unspecified,
+    }
+}
+
+/// The outbox state of a protobuf enum (`None` for unspecified).
+pub fn db_delivery_state(s: pb::DeliveryState) -> Option<&'static str> {
+    match s {
+        pb::DeliveryState::Unspecified => None,
+        pb::DeliveryState::Pending => Some("pending"),
+        pb::DeliveryState::Delivering => Some("delivering"),
+        pb::DeliveryState::Delivered => Some("delivered"),
+        pb::DeliveryState::Failed => Some("failed"),
+        pb::DeliveryState::Disabled => Some("disabled"),
+    }
+}
+
+/// A delivery as operators see it: its URL without secrets.
+pub fn delivery(d: Delivery) -> pb::Delivery {
+    pb::Delivery {
+        id: d.id,
+        state: delivery_state(&d.state) as i32,
+        url: redact_url(&d.url),
+        event_type: d.event_type,
+        job_id: d.job_id.unwrap_or(0),
+        queue: d.queue.unwrap_or_default(),
+        lane: d.lane.unwrap_or_default(),
+        attempts: d.attempts,
+        last_status: d.last_status.unwrap_or(0),
+        last_error: d.last_error.unwrap_or_default(),
+        created_at: Some(ts(d.created_at)),
+        next_attempt_at: Some(ts(d.next_attempt_at)),
+        delivered_at: d.delivered_at.map(ts),
+    }
+}
+
+/// A URL fit to show: user name and password become `***`, each query value `***`, the
+/// fragment goes. Webhook URLs often carry a token in one of those; the scheme, host, port
+/// and path stay so an operator can tell endpoints apart.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return "(unparseable URL)".into();
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        // Cannot fail for http(s) URLs, the only ones accepted at enqueue.
+        let _ = u.set_password(None);
+        let _ = u.set_username("***");
+    }
+    if u.query().is_some() {
+        let masked: Vec<(String, &str)> = u
+            .query_pairs()
+            .map(|(k, _)| (k.into_owned(), "***"))
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(masked);
+    }
+    u.set_fragment(None);
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_secrets() {
+        let cases = [
+            (
+                "https://n8n.example/webhook/abc",
+                "https://n8n.example/webhook/abc",
+            ),
+            (
+                "https://bob:s3cret@h.example:8443/p?x=1",
+                "https://***@h.example:8443/p?x=***",
+            ),
+            ("http://tok@h.example/p", "http://***@h.example/p"),
+            (
+                "https://h.example/p?token=abc&b=&c#frag",
+                "https://h.example/p?token=***&b=***&c=***",
+            ),
+            ("not a url", "(unparseable URL)"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(redact_url(raw), shown, "{raw}");
+        }
     }
 }

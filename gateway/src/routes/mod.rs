@@ -3,6 +3,7 @@
 //! thin: parse → one RPC → map; one file per area.
 
 pub mod admin;
+pub mod deliveries;
 pub mod enqueue;
 pub mod health;
 pub mod jobs;
@@ -39,6 +40,9 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .routes(routes!(admin::get_settings, admin::put_settings))
         .routes(routes!(admin::unblock))
         .routes(routes!(admin::agents))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::replay_one))
+        .routes(routes!(deliveries::replay_failed))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
