@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod dispatch;
 pub mod error;
+pub mod metrics;
 pub mod reaper;
 pub mod server;
 pub mod service;
