@@ -40,7 +40,10 @@ async fn count(keda: &Keda, queues: &str) -> anyhow::Result<i64> {
 }
 
 async fn active(keda: &Keda, queues: &str) -> anyhow::Result<bool> {
-    let r = keda.clone().is_active(object(&[("queues", queues)])).await?;
+    let r = keda
+        .clone()
+        .is_active(object(&[("queues", queues)]))
+        .await?;
     Ok(r.into_inner().result)
 }
 
@@ -118,7 +121,11 @@ async fn stream_is_active_flips_when_work_arrives_and_ends() -> anyhow::Result<(
         .await?
         .into_inner();
     let soon = Duration::from_secs(5);
-    assert_eq!(next(&mut stream, soon).await, Some(false), "the first value comes at once");
+    assert_eq!(
+        next(&mut stream, soon).await,
+        Some(false),
+        "the first value comes at once"
+    );
 
     // A delayed job, or one in another queue, changes nothing.
     t.add_req(job("imports", "", "{}").delay(3600)).await?;
@@ -168,7 +175,10 @@ async fn metric_spec_carries_the_target_and_bad_metadata_is_refused() -> anyhow:
             scaled_object_ref: Some(object(&bad)),
             metric_name: "lanes_jobs".into(),
         };
-        assert_eq!(code(keda.clone().get_metrics(req).await), Code::InvalidArgument);
+        assert_eq!(
+            code(keda.clone().get_metrics(req).await),
+            Code::InvalidArgument
+        );
         let stream = keda.clone().stream_is_active(object(&bad)).await;
         assert_eq!(code(stream.map(|_| ())), Code::InvalidArgument);
     }
@@ -182,7 +192,11 @@ async fn the_scaler_needs_no_token_when_the_other_services_do() -> anyhow::Resul
     assert!(!active(&keda, "").await?);
     assert_eq!(count(&keda, "").await?, 0);
     // The Lanes services still refuse calls without a token.
-    let stats = t.client.clone().get_stats(pb::GetStatsRequest::default()).await;
+    let stats = t
+        .client
+        .clone()
+        .get_stats(pb::GetStatsRequest::default())
+        .await;
     assert_eq!(code(stats), Code::Unauthenticated);
     Ok(())
 }
