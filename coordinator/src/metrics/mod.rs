@@ -66,8 +66,34 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(DURATION.into()), &jobs)?
         .set_buckets_for_metric(Matcher::Full(WAIT.into()), &jobs)?
         .install_recorder()?;
+    describe();
     ENABLED.store(true, Ordering::Relaxed);
     Ok(handle)
+}
+
+/// The `# HELP` lines.
+fn describe() {
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(ENQUEUED, "Jobs enqueued (idempotent repeats not counted).");
+    describe_counter!(COMPLETED, "Jobs completed.");
+    describe_counter!(
+        FAILED,
+        "Jobs failed for good (attempts exhausted or permanent)."
+    );
+    describe_counter!(RETRIED, "Failed attempts scheduled to run again.");
+    describe_counter!(CANCELLED, "Jobs that ended cancelled.");
+    describe_histogram!(DURATION, Unit::Seconds, "Run time of completed jobs.");
+    describe_histogram!(WAIT, Unit::Seconds, "Time from due to leased.");
+    describe_gauge!(QUEUE_DEPTH, "Unfinished jobs by state (database-wide).");
+    describe_gauge!(JOBS_RUNNING, "Jobs leased right now (database-wide).");
+    describe_gauge!(
+        LANES_BLOCKED,
+        "Lanes stopped by a failed head (database-wide)."
+    );
+    describe_counter!(LEASE_EXPIRIES, "Leases the reaper found lapsed.");
+    describe_gauge!(AGENTS, "Agents with an open WakeStream (database-wide).");
+    describe_counter!(WEBHOOKS, "Webhook delivery attempts by outcome.");
+    describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC handling time.");
 }
 
 /// True once `install` ran.
