@@ -15,6 +15,7 @@ first failing case, after printing what failed.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE / "lanes"
+# Where the binaries name the metrics they export (one string constant per name).
+METRIC_SOURCES = (HERE.parent / "coordinator/src/metrics/mod.rs", HERE.parent / "gateway/src/metrics.rs")
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion: native gRPC probes).
 KUBE_VERSION = "v1.27.0"
 RELEASE, NAMESPACE = "lanes", "lanes"
@@ -363,6 +366,11 @@ def promises(case: str, docs: list[dict], values: dict) -> None:
                        "lanes_queue_depth", "lanes_job_duration_seconds_bucket", "lanes_agents_connected",
                        "lanes_gateway_http_requests_total", "lanes_gateway_http_request_duration_seconds_bucket"):
             check(metric in exprs, f"dashboard uses {metric}")
+        # Every lanes_* name the dashboard reads (histogram suffixes aside) is one the code exports.
+        exported = {m for f in METRIC_SOURCES for m in re.findall(r'"(lanes_[a-z_]+)"', f.read_text())}
+        used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"lanes_[a-z_]+", exprs)}
+        for metric in sorted(used - exported):
+            check(False, f"dashboard reads {metric}, which neither the coordinator nor the gateway exports")
 
     secrets = {d["metadata"]["name"] for d in by_kind(docs, "Secret")}
     for d in docs:

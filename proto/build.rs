@@ -1,5 +1,6 @@
-//! Compiles `lanes/v1/*.proto` with protox (pure Rust), so no system `protoc` is needed, and
-//! writes the descriptor set that the coordinator serves through gRPC reflection.
+//! Compiles `lanes/v1/*.proto` and KEDA's `externalscaler/externalscaler.proto` with protox
+//! (pure Rust), so no system `protoc` is needed, and writes the descriptor set that the
+//! coordinator serves through gRPC reflection.
 use prost::Message;
 use std::{env, fs, path::PathBuf};
 
@@ -8,6 +9,7 @@ const PROTOS: &[&str] = &[
     "lanes/v1/agent.proto",
     "lanes/v1/client.proto",
     "lanes/v1/admin.proto",
+    "externalscaler/externalscaler.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -38,6 +38,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LANES_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the Prometheus metrics listener (`GET /metrics`, plain HTTP, no auth),
+    /// e.g. 0.0.0.0:9090. Unset: no metrics.
+    #[arg(long, env = "LANES_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Tokens of the `agent` role (comma-separated). None configured: the role is open.
     #[arg(
         long,

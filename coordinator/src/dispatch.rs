@@ -253,6 +253,7 @@ impl Dispatcher {
                     .bind(i32::from(resp.status().as_u16()))
                     .execute(&self.pool)
                     .await?;
+                crate::metrics::webhook("delivered");
                 tracing::debug!(outbox.id = row.id, "webhook delivered");
                 return Ok(());
             }
@@ -263,6 +264,7 @@ impl Dispatcher {
                     .bind(410i32)
                     .execute(&self.pool)
                     .await?;
+                crate::metrics::webhook("disabled");
                 tracing::warn!(
                     outbox.id = row.id,
                     "webhook endpoint answered 410 Gone; delivery disabled"
@@ -287,6 +289,7 @@ impl Dispatcher {
             .bind(backoff_ms(self.backoff_ms, row.tries))
             .execute(&self.pool)
             .await?;
+        crate::metrics::webhook(if last { "failed" } else { "retry" });
         if last {
             tracing::warn!(outbox.id = row.id, tries = row.tries, %error, "webhook undeliverable; kept as failed");
         } else {

@@ -8,6 +8,7 @@ pub mod db;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod reaper;
 pub mod retention;
 pub mod server;

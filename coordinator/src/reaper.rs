@@ -17,14 +17,15 @@ pub async fn run(pool: PgPool, waker: Arc<Waker>, every: Duration, stop: Cancell
             _ = ticker.tick() => {}
         }
         match failure::reap(&pool, 100).await {
-            Ok(queues) if queues.is_empty() => {}
-            Ok(queues) => {
+            Ok(reaped) if reaped.is_empty() => {}
+            Ok(reaped) => {
                 tracing::info!(
-                    reaped = queues.len(),
+                    reaped = reaped.len(),
                     "returned lapsed leases to their lanes"
                 );
-                for q in queues {
-                    waker.request(Some(&q), 1, "tick");
+                for r in reaped {
+                    crate::metrics::lease_expired(&r.queue, r.id, r.state);
+                    waker.request(Some(&r.queue), 1, "tick");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reaper pass failed"),

@@ -1,6 +1,8 @@
-//! Assembles the gRPC server: the three Lanes services behind their auth guards, server
-//! reflection (v1 and v1alpha, for grpcurl old and new), grpc.health.v1, optional TLS, and
-//! the background tasks (wake fan-out, safety tick, reaper, webhook dispatcher, retention). Stops cleanly on `stop`.
+//! Assembles the gRPC server: the three Lanes services behind their auth guards, KEDA's
+//! external scaler (read-only, no token), server reflection (v1 and v1alpha, for grpcurl old
+//! and new), grpc.health.v1, optional TLS, the optional metrics listener, and the background
+//! tasks (wake fan-out, safety tick, reaper, webhook dispatcher, event fan-out, watchdog,
+//! retention). Stops cleanly on `stop`.
 
 use crate::config::ServeArgs;
 use crate::service::Ctx;
@@ -8,9 +10,11 @@ use crate::service::admin::Admin;
 use crate::service::agent::Agents;
 use crate::service::auth::Guard;
 use crate::service::client::Clients;
+use crate::service::scaler::Scaler;
 use crate::wake::Waker;
-use crate::{db, dispatch, events, reaper, retention};
+use crate::{db, dispatch, events, metrics, reaper, retention};
 use anyhow::Context;
+use lanes_proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use lanes_proto::v1::admin_service_server::AdminServiceServer;
 use lanes_proto::v1::agent_service_server::AgentServiceServer;
 use lanes_proto::v1::client_service_server::ClientServiceServer;
@@ -81,6 +85,20 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
             stop.clone(),
         ));
     }
+    if let Some(addr) = args.metrics_listen {
+        let handle = metrics::install().context("installing the metrics recorder")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+        let sampler = metrics::sampler::Sampler::new(pool.clone(), stale_ms);
+        tasks.spawn(metrics::http::serve(
+            listener,
+            handle,
+            sampler,
+            stop.clone(),
+        ));
+    }
 
     let (agent_guard, client_guard, admin_guard) = guards(&args);
     let reflection_v1 = reflection().build_v1()?;
@@ -89,6 +107,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     health.set_serving::<AgentServiceServer<Agents>>().await;
     health.set_serving::<ClientServiceServer<Clients>>().await;
     health.set_serving::<AdminServiceServer<Admin>>().await;
+    health.set_serving::<ExternalScalerServer<Scaler>>().await;
 
     let max_message = 16 * 1024 * 1024 + 2 * args.max_payload_bytes;
     let agents =
@@ -97,6 +116,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         ClientServiceServer::new(Clients::new(ctx.clone())).max_decoding_message_size(max_message);
     let admin =
         AdminServiceServer::new(Admin::new(ctx.clone())).max_decoding_message_size(max_message);
+    let scaler = ExternalScalerServer::new(Scaler::new(ctx.clone(), tick, stop.clone()));
 
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -107,6 +127,11 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let router = builder
+        // Outermost, so calls refused by a guard are timed and counted too. Without a
+        // recorder its histogram calls are no-ops; the layer is left out then anyway.
+        .layer(tower::util::option_layer(
+            metrics::enabled().then_some(metrics::rpc::RpcMetricsLayer),
+        ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             agents,
             move |r| agent_guard.check(r),
@@ -119,6 +144,9 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
             admin,
             move |r| admin_guard.check(r),
         ))
+        // No guard: KEDA's external trigger cannot send a token, and the scaler is
+        // read-only, revealing job counts only.
+        .add_service(scaler)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -7,6 +7,14 @@ pub mod v1 {
     tonic::include_proto!("lanes.v1");
 }
 
-/// The encoded `FileDescriptorSet` of every `lanes.v1` file, for gRPC server reflection.
+/// `externalscaler`: KEDA's external scaler protocol, served by the coordinator so KEDA can
+/// scale agents with the work (down to zero).
+pub mod externalscaler {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("externalscaler");
+}
+
+/// The encoded `FileDescriptorSet` of every `lanes.v1` file and of `externalscaler`, for gRPC
+/// server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/lanes_descriptor.bin"));

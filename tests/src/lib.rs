@@ -5,6 +5,7 @@ pub mod agent;
 pub mod coordinator;
 pub mod gateway;
 pub mod jobs;
+pub mod metrics;
 pub mod pg;
 pub mod procs;
 pub mod receiver;

@@ -313,7 +313,8 @@ async fn health_reports_serving_for_every_service() -> anyhow::Result<()> {
     let ch = t.channel.clone();
     let mut health = HealthClient::new(ch);
     let services = ["", "lanes.v1.AgentService", "lanes.v1.ClientService"];
-    for service in services.into_iter().chain(["lanes.v1.AdminService"]) {
+    let more = ["lanes.v1.AdminService", "externalscaler.ExternalScaler"];
+    for service in services.into_iter().chain(more) {
         let req = HealthCheckRequest {
             service: service.into(),
         };
@@ -327,10 +328,11 @@ async fn health_reports_serving_for_every_service() -> anyhow::Result<()> {
     Ok(())
 }
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "lanes.v1.AgentService",
     "lanes.v1.ClientService",
     "lanes.v1.AdminService",
+    "externalscaler.ExternalScaler",
     "grpc.health.v1.Health",
 ];
 

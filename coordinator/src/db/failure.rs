@@ -184,10 +184,21 @@ fn retry_delay(held: &Held, retry_after_ms: Option<i64>) -> Duration {
     Duration::milliseconds((base as f64 * jitter) as i64)
 }
 
+/// A job whose lapsed lease the reaper ended.
+#[derive(Debug, Clone)]
+pub struct Reaped {
+    /// The job.
+    pub id: i64,
+    /// Its queue.
+    pub queue: String,
+    /// Its state now: pending (retried), failed (attempts exhausted) or cancelled.
+    pub state: JobState,
+}
+
 /// Returns lapsed leases to their lanes (counting the attempt), at most `limit` per call;
-/// returns the queue of each job reaped.
+/// returns each job reaped.
 /// Several replicas may reap at once: the token and expiry guards let one of them win.
-pub async fn reap(pool: &PgPool, limit: i64) -> Result<Vec<String>> {
+pub async fn reap(pool: &PgPool, limit: i64) -> Result<Vec<Reaped>> {
     let expired: Vec<(i64, i64, Option<String>, String)> =
         sqlx::query_as(EXPIRED).bind(limit).fetch_all(pool).await?;
     let mut reaped = Vec::new();
@@ -203,7 +214,7 @@ pub async fn reap(pool: &PgPool, limit: i64) -> Result<Vec<String>> {
         };
         match fail(pool, id, token, &f, None).await {
             Ok((state, _)) => {
-                reaped.push(queue);
+                reaped.push(Reaped { id, queue, state });
                 tracing::warn!(
                     job.id = id,
                     ?state,

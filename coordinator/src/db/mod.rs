@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod failure;
+pub mod gauges;
 pub mod jobs;
 pub mod lanes;
 pub mod lease;

@@ -31,11 +31,11 @@ impl Agents {
         who: &lease::Leaser<'_>,
     ) -> Result<Option<pb::LeasedJob>, Error> {
         if let Some(job) = lease::lease_one(&self.ctx.pool, who).await? {
-            return Ok(Some(convert::leased(job)));
+            return Ok(Some(hand_out(job)));
         }
         agents::set_asleep(&self.ctx.pool, who.agent_id, true).await?;
         let job = lease::lease_one(&self.ctx.pool, who).await?;
-        Ok(job.map(convert::leased))
+        Ok(job.map(hand_out))
     }
 
     /// Records the agent as awake, since it just got a job. The statement matches no row
@@ -49,6 +49,12 @@ impl Agents {
     fn result_json(&self, text: &str) -> Result<serde_json::Value, Error> {
         validate::json("result", text, self.ctx.max_payload_bytes, true)
     }
+}
+
+/// A leased job as the agent gets it, noted for the metrics (its wait, its queue).
+fn hand_out(job: lease::Leased) -> pb::LeasedJob {
+    crate::metrics::leased(&job.job);
+    convert::leased(job)
 }
 
 fn next_leaser<'a>(
@@ -126,8 +132,9 @@ impl AgentService for Agents {
             Some(batcher) => batcher.complete(id, token, result, next.as_ref()).await?,
             None => lease::complete(&self.ctx.pool, id, token, result, next.as_ref()).await?,
         };
+        crate::metrics::completed(&self.ctx.pool, id).await;
         Ok(Response::new(pb::CompleteResponse {
-            next: leased.map(convert::leased),
+            next: leased.map(hand_out),
         }))
     }
 
@@ -157,9 +164,10 @@ impl AgentService for Agents {
             next.as_ref(),
         )
         .await?;
+        crate::metrics::attempt_ended(&self.ctx.pool, r.job_id, state, r.release).await;
         Ok(Response::new(pb::FailResponse {
             state: convert::state(state) as i32,
-            next: leased.map(convert::leased),
+            next: leased.map(hand_out),
         }))
     }
 

@@ -96,6 +96,9 @@ impl Clients {
             Ok(done)
         })
         .await?;
+        for e in done.iter().filter(|e| e.created) {
+            crate::metrics::enqueued(&e.job.queue);
+        }
         let mut ready: BTreeMap<&str, i64> = BTreeMap::new();
         for e in done.iter().filter(|e| e.ready_now) {
             *ready.entry(e.job.queue.as_str()).or_default() += 1;
@@ -198,6 +201,9 @@ impl ClientService for Clients {
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
         let job = jobs::cancel(&self.ctx.pool, req.get_ref().id).await?;
+        if job.state == jobs::JobState::Cancelled {
+            crate::metrics::cancelled(&job.queue);
+        }
         // The lane may have a new ready head now.
         if job.lane_key.is_some() {
             self.ctx.waker.request(Some(&job.queue), 1, "enqueue");

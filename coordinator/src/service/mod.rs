@@ -6,6 +6,7 @@ pub mod agent;
 pub mod auth;
 pub mod client;
 mod convert;
+pub mod scaler;
 
 use crate::batch::Completer;
 use crate::db::queues;
