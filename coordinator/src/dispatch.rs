@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Rows leased per pass.
 const BATCH: i64 = 32;
@@ -32,16 +33,19 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Due rows, and rows whose delivering replica stopped (lapsed lease), locked with SKIP
 /// LOCKED so two replicas never lease the same row. `attempts` counts tries and fences the
-/// lease: only the holder of the latest try records its outcome.
+/// lease: only the holder of the latest try records its outcome. The job's trace context
+/// comes along (a primary-key probe per row), so each try is a span of the job's trace.
 const LEASE: &str = "WITH cand AS (
-    SELECT id FROM outbox
+    SELECT id, job_id FROM outbox
     WHERE (state = 'pending' AND next_attempt_at <= now())
        OR (state = 'delivering' AND lease_expires_at < now())
-    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE OF outbox SKIP LOCKED)
   UPDATE outbox o SET state = 'delivering', attempts = o.attempts + 1,
     lease_expires_at = now() + interval '30 seconds'
-  FROM cand WHERE o.id = cand.id
-  RETURNING o.id, o.url, o.payload, o.attempts";
+  FROM cand LEFT JOIN jobs j ON j.id = cand.job_id
+  WHERE o.id = cand.id
+  RETURNING o.id, o.url, o.payload, o.attempts, o.job_id, o.queue, o.lane,
+    j.traceparent, j.tracestate";
 
 const DELIVERED: &str = "UPDATE outbox SET state = 'delivered', delivered_at = now(),
     last_status = $3, last_error = NULL, lease_expires_at = NULL
@@ -75,11 +79,49 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+#[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
     url: String,
     payload: serde_json::Value,
     attempts: i32,
+    job_id: Option<i64>,
+    queue: Option<String>,
+    lane: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Row {
+    /// The span of one try, in the job's trace (a child of its Enqueue span).
+    fn span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            "webhook",
+            otel.name = "webhook delivery",
+            otel.kind = "client",
+            outbox.id = self.id,
+            job.id = self.job_id,
+            queue = self.queue.as_deref(),
+            lane = self.lane.as_deref(),
+            attempt = self.attempts,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(tp) = &self.traceparent {
+            lanes_telemetry::adopt_traceparent(&span, tp, self.tracestate.as_deref().unwrap_or(""));
+        }
+        span
+    }
+
+    /// The `traceparent` and `tracestate` to send: this try's span when tracing is on, else
+    /// the job's own, so a receiver can still correlate the callback with the job.
+    fn trace_headers(&self) -> Option<(String, String)> {
+        lanes_telemetry::current_traceparent().or_else(|| {
+            let tp = self.traceparent.clone()?;
+            Some((tp, self.tracestate.clone().unwrap_or_default()))
+        })
+    }
 }
 
 /// Decodes a `whsec_<base64>` secret into its key.
@@ -174,25 +216,23 @@ impl Dispatcher {
 
     /// Leases up to a batch of rows and delivers them concurrently; returns how many.
     async fn pass(&self) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, String, serde_json::Value, i32)> = sqlx::query_as(LEASE)
+        let rows: Vec<Row> = sqlx::query_as(LEASE)
             .bind(BATCH)
             .fetch_all(&self.pool)
             .await?;
         let n = rows.len();
         let mut set = JoinSet::new();
-        for (id, url, payload, attempts) in rows {
+        for row in rows {
             let me = self.clone();
-            set.spawn(async move {
-                let row = Row {
-                    id,
-                    url,
-                    payload,
-                    attempts,
-                };
-                if let Err(e) = me.deliver(&row).await {
-                    tracing::warn!(outbox.id = row.id, error = %e, "recording a delivery failed");
+            let span = row.span();
+            set.spawn(
+                async move {
+                    if let Err(e) = me.deliver(&row).await {
+                        tracing::warn!(error = %e, "recording a delivery failed");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
         while set.join_next().await.is_some() {}
         Ok(n)
@@ -211,7 +251,14 @@ impl Dispatcher {
         if let Some(key) = &self.key {
             req = req.header("webhook-signature", sign(key, &msg_id, ts, &body));
         }
+        if let Some((tp, state)) = row.trace_headers() {
+            req = req.header("traceparent", tp);
+            if !state.is_empty() {
+                req = req.header("tracestate", state);
+            }
+        }
         let outcome = req.body(body).send().await;
+        record_outcome(&outcome);
         let (status, error) = match outcome {
             Ok(resp) if resp.status().is_success() => {
                 sqlx::query(DELIVERED)
@@ -220,7 +267,7 @@ impl Dispatcher {
                     .bind(i32::from(resp.status().as_u16()))
                     .execute(&self.pool)
                     .await?;
-                tracing::debug!(outbox.id = row.id, "webhook delivered");
+                tracing::debug!("webhook delivered");
                 return Ok(());
             }
             Ok(resp) if resp.status() == reqwest::StatusCode::GONE => {
@@ -230,10 +277,7 @@ impl Dispatcher {
                     .bind(410i32)
                     .execute(&self.pool)
                     .await?;
-                tracing::warn!(
-                    outbox.id = row.id,
-                    "webhook endpoint answered 410 Gone; delivery disabled"
-                );
+                tracing::warn!("webhook endpoint answered 410 Gone; delivery disabled");
                 return Ok(());
             }
             Ok(resp) => (
@@ -255,11 +299,27 @@ impl Dispatcher {
             .execute(&self.pool)
             .await?;
         if last {
-            tracing::warn!(outbox.id = row.id, tries = row.attempts, %error, "webhook undeliverable; kept as failed");
+            tracing::warn!(tries = row.attempts, %error, "webhook undeliverable; kept as failed");
         } else {
-            tracing::info!(outbox.id = row.id, tries = row.attempts, %error, "webhook delivery failed; will retry");
+            tracing::info!(tries = row.attempts, %error, "webhook delivery failed; will retry");
         }
         Ok(())
+    }
+}
+
+/// The answer's status on the try's span; an error unless 2xx.
+fn record_outcome(outcome: &Result<reqwest::Response, reqwest::Error>) {
+    let span = tracing::Span::current();
+    match outcome {
+        Ok(resp) => {
+            span.record("http.response.status_code", resp.status().as_u16());
+            if !resp.status().is_success() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

@@ -79,6 +79,7 @@ pub fn init(settings: Settings) -> anyhow::Result<Telemetry> {
     let provider = otlp::provider(settings.service)?;
     let otel = provider.as_ref().map(otlp::layer);
     tracing_subscriber::registry()
+        .with(logs::filter())
         .with(logs::layer(settings.json))
         .with(otel)
         .try_init()?;

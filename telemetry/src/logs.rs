@@ -3,19 +3,23 @@
 //! event's fields (`message`, …) and the fields of every span it happened in, flattened to
 //! the top level — so a log search for `job.id` or `trace_id` finds every line about a job.
 
+use tracing::Subscriber;
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::EnvFilter;
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::registry::LookupSpan;
 
-/// The boxed log layer; its filter applies to logs only, not to the spans exported.
-pub type LogLayer = Box<dyn Layer<Registry> + Send + Sync>;
-
-/// `RUST_LOG`, or `info` when it is unset or unparsable.
+/// `RUST_LOG`, or `info` when it is unset or unparsable. One global filter for logs and spans
+/// alike (per-layer filters lost span context under load in our tests): spans are `info`, so
+/// a `RUST_LOG` quieter than `info` for a crate also drops that crate's spans from traces.
 pub fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// The log layer: JSON lines when `json`, else text.
-pub fn layer(json: bool) -> LogLayer {
+pub fn layer<S>(json: bool) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
     if json {
         let mut layer = json_subscriber::JsonLayer::stderr();
         layer
@@ -24,12 +28,11 @@ pub fn layer(json: bool) -> LogLayer {
             .with_target("target")
             .with_flattened_event()
             .with_top_level_flattened_span_list();
-        layer.with_filter(filter()).boxed()
+        layer.boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_filter(filter())
             .boxed()
     }
 }

@@ -6,13 +6,16 @@
 //! the SDK reads `OTEL_TRACES_SAMPLER` (default: parent-based, always on).
 
 use anyhow::{Context as _, bail};
+use bytes::Bytes;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::SpanExporter;
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::{SpanExporter, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::sync::Arc;
+use std::time::Duration;
 use tracing::Subscriber;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::registry::LookupSpan;
 
 /// Variables that turn export on.
@@ -49,6 +52,7 @@ pub fn provider(default_service: &str) -> anyhow::Result<Option<SdkTracerProvide
         Some((_, p)) if p == "grpc" => grpc()?,
         Some((_, p)) if p == "http/protobuf" => SpanExporter::builder()
             .with_http()
+            .with_http_client(OnRuntime::new()?)
             .build()
             .context("OTLP http/protobuf exporter")?,
         Some((name, p)) => bail!("{name} is {p:?}; supported: grpc, http/protobuf"),
@@ -71,13 +75,56 @@ fn grpc() -> anyhow::Result<SpanExporter> {
         .context("OTLP gRPC exporter (OTEL_EXPORTER_OTLP_ENDPOINT)")
 }
 
-/// The layer turning `tracing` spans at INFO and above into OpenTelemetry spans. Its level is
-/// fixed, independent of `RUST_LOG`, so quieter logs never break a trace.
+/// The HTTP client of the http/protobuf exporter: hyper, run on the Tokio runtime. The SDK
+/// exports from a thread of its own, where hyper (which needs the runtime's reactor) cannot
+/// run directly; the request is spawned onto the runtime and awaited from there.
+#[derive(Debug)]
+struct OnRuntime {
+    client: Arc<dyn HttpClient>,
+    rt: tokio::runtime::Handle,
+}
+
+impl OnRuntime {
+    /// Fails outside a Tokio runtime.
+    fn new() -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Handle::try_current()
+            .context("the OTLP HTTP exporter must be set up inside the Tokio runtime")?;
+        let timeout = Duration::from_secs(10);
+        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None);
+        Ok(OnRuntime {
+            client: Arc::new(client),
+            rt,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        match self
+            .rt
+            .spawn(async move { client.send_bytes(request).await })
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+}
+
+/// The layer turning `tracing` spans (those `RUST_LOG` lets through; ours are `info`) into
+/// OpenTelemetry spans, and the log events inside them into span events.
 pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + use<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("lanes"))
-        .with_filter(Targets::new().with_default(LevelFilter::INFO))
+        // Parents come from the `tracing` span tree, not from a thread-local OpenTelemetry
+        // context: the tree is what async tasks carry across threads.
+        .with_context_activation(false)
 }
