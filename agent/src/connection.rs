@@ -22,7 +22,8 @@ pub type Client = AgentServiceClient<InterceptedService<Channel, BearerToken>>;
 /// Largest message accepted from the coordinator: a payload is at most a few MiB.
 const MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
-/// Adds `authorization: Bearer <token>` to every request when a token is configured.
+/// Adds `authorization: Bearer <token>` to every request when a token is configured, and the
+/// current span's trace context (the running job's) when tracing is on.
 #[derive(Clone, Debug)]
 pub struct BearerToken(Option<AsciiMetadataValue>);
 
@@ -31,6 +32,7 @@ impl Interceptor for BearerToken {
         if let Some(value) = &self.0 {
             req.metadata_mut().insert("authorization", value.clone());
         }
+        lanes_telemetry::inject_metadata(req.metadata_mut());
         Ok(req)
     }
 }

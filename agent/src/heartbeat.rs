@@ -104,7 +104,7 @@ pub async fn keep_alive(
             }
             Err(s) => {
                 let left = lease.kill_at().saturating_duration_since(Instant::now());
-                tracing::warn!(job.id = job.id, code = ?s.code(), error = %s.message(), ?left, "heartbeat failed; retrying");
+                tracing::warn!(code = ?s.code(), error = %s.message(), ?left, "heartbeat failed; retrying");
                 // Retry soon: a few tries fit in what is left of the lease.
                 due = Instant::now()
                     + (lease.interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));

@@ -96,7 +96,9 @@ impl Agent {
                     None => break,
                 },
             };
-            let span = tracing::info_span!("job", job.id = job.id, queue = %job.queue, lane = %job.lane, attempt = job.attempt);
+            let span = tracing::info_span!("job", otel.name = "job.run", otel.kind = "consumer", job.id = job.id, queue = %job.queue, lane = %job.lane, attempt = job.attempt, trace_id = tracing::field::Empty);
+            // The run continues the job's trace: Heartbeat, Complete and Fail carry it on.
+            lanes_telemetry::adopt_traceparent(&span, &job.traceparent, &job.tracestate);
             next = self.work(job, requested).instrument(span).await;
         }
         tracing::info!("no more jobs: agent stopped");

@@ -26,19 +26,3 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
-
-/// Sets up `tracing` on stderr from `RUST_LOG` (default `info`); `LOG_FORMAT=json` prints
-/// JSON lines. Colours only on a terminal.
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}

@@ -1,5 +1,5 @@
-//! `agent`: parse the configuration, set up logging, run until SIGTERM or SIGINT — nothing
-//! else.
+//! `agent`: parse the configuration, set up logging and tracing, run until SIGTERM or SIGINT,
+//! flush the traces — nothing else.
 
 use clap::Parser as _;
 use lanes_agent::{config, connection, lease_loop, runner, shutdown};
@@ -9,7 +9,13 @@ use lanes_agent::{config, connection, lease_loop, runner, shutdown};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let settings = config::Cli::parse().settings()?;
-    lanes_agent::init_tracing();
+    let telemetry = lanes_telemetry::init(lanes_telemetry::Settings::from_env("lanes-agent"))?;
+    let outcome = run(settings).await;
+    telemetry.shutdown().await;
+    outcome
+}
+
+async fn run(settings: config::Settings) -> anyhow::Result<()> {
     let shutdown = shutdown::Shutdown::listen(settings.grace)?;
     let conn = connection::Connection::new(&settings)?;
     let runner = runner::Runner::new(&settings)?;

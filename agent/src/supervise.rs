@@ -55,10 +55,15 @@ impl Supervisor<'_> {
     pub async fn run(&self, job: &LeasedJob, requested: Instant) -> (Ending, Timing) {
         let lease = Lease::new(job, requested, self.settings.heartbeat);
         let limit = self.settings.timeout.unwrap_or_else(|| job_timeout(job));
+        // The run span's context when tracing is on, so the handler's own spans are its
+        // children; else the job's as stored.
+        let (traceparent, tracestate) = lanes_telemetry::current_traceparent()
+            .unwrap_or_else(|| (traceparent_for(job), job.tracestate.clone()));
         let meta = JobMeta {
             job,
             deadline: Utc::now() + limit,
-            traceparent: traceparent_for(job),
+            traceparent,
+            tracestate,
         };
         let stop = CancellationToken::new();
         let (progress_tx, progress_rx) = watch::channel(None);

@@ -7,8 +7,7 @@
 //! `webhook-id` (`msg_<row id>`, the same on every retry, so a receiver can drop repeats),
 //! `webhook-timestamp` and, when a secret is configured, `webhook-signature`. 2xx: delivered;
 //! 410: the endpoint is gone (`disabled`); anything else, or no answer within 10 s: retried
-//! with exponential backoff and jitter, then `failed` after the last try (kept, visible, and
-//! replayable: `db::outbox::replay_ids`).
+//! with exponential backoff and jitter, then `failed` after the last try (kept, visible).
 
 use crate::events::endpoints::Endpoint;
 use anyhow::{Context, bail};
@@ -23,10 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Rows leased per pass.
 const BATCH: i64 = 32;
-/// Tries before a delivery is marked `failed` (counted since its last replay).
+/// Tries before a delivery is marked `failed`.
 const MAX_TRIES: i32 = 12;
 /// Longest retry delay.
 const MAX_BACKOFF_MS: u64 = 3_600_000;
@@ -37,17 +37,19 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Due rows, and rows whose delivering replica stopped (lapsed lease), locked with SKIP
 /// LOCKED so two replicas never lease the same row. `attempts` counts tries and fences the
-/// lease: only the holder of the latest try records its outcome. Tries left are counted
-/// from `attempts_base`, moved up to `attempts` by an operator's replay.
+/// lease: only the holder of the latest try records its outcome. The job's trace context
+/// comes along (a primary-key probe per row), so each try is a span of the job's trace.
 const LEASE: &str = "WITH cand AS (
-    SELECT id FROM outbox
+    SELECT id, job_id FROM outbox
     WHERE (state = 'pending' AND next_attempt_at <= now())
        OR (state = 'delivering' AND lease_expires_at < now())
-    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE OF outbox SKIP LOCKED)
   UPDATE outbox o SET state = 'delivering', attempts = o.attempts + 1,
     lease_expires_at = now() + interval '30 seconds'
-  FROM cand WHERE o.id = cand.id
-  RETURNING o.id, o.url, o.payload, o.attempts, o.attempts - o.attempts_base, o.endpoint";
+  FROM cand LEFT JOIN jobs j ON j.id = cand.job_id
+  WHERE o.id = cand.id
+  RETURNING o.id, o.url, o.payload, o.attempts, o.attempts - o.attempts_base AS tries,
+    o.endpoint, o.job_id, o.queue, o.lane, j.traceparent, j.tracestate";
 
 const DELIVERED: &str = "UPDATE outbox SET state = 'delivered', delivered_at = now(),
     last_status = $3, last_error = NULL, lease_expires_at = NULL
@@ -83,15 +85,53 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+#[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
     url: String,
     payload: serde_json::Value,
     attempts: i32,
-    /// The global event endpoint it goes to; `None` for a job callback.
-    endpoint: Option<String>,
     /// Tries since the last replay, this one included.
     tries: i32,
+    /// The global event endpoint it goes to; `None` for a job callback.
+    endpoint: Option<String>,
+    job_id: Option<i64>,
+    queue: Option<String>,
+    lane: Option<String>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+}
+
+impl Row {
+    /// The span of one try, in the job's trace (a child of its Enqueue span).
+    fn span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            "webhook",
+            otel.name = "webhook delivery",
+            otel.kind = "client",
+            outbox.id = self.id,
+            job.id = self.job_id,
+            queue = self.queue.as_deref(),
+            lane = self.lane.as_deref(),
+            attempt = self.attempts,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(tp) = &self.traceparent {
+            lanes_telemetry::adopt_traceparent(&span, tp, self.tracestate.as_deref().unwrap_or(""));
+        }
+        span
+    }
+
+    /// The `traceparent` and `tracestate` to send: this try's span when tracing is on, else
+    /// the job's own, so a receiver can still correlate the callback with the job.
+    fn trace_headers(&self) -> Option<(String, String)> {
+        lanes_telemetry::current_traceparent().or_else(|| {
+            let tp = self.traceparent.clone()?;
+            Some((tp, self.tracestate.clone().unwrap_or_default()))
+        })
+    }
 }
 
 /// Decodes a `whsec_<base64>` secret into its key.
@@ -200,28 +240,23 @@ impl Dispatcher {
 
     /// Leases up to a batch of rows and delivers them concurrently; returns how many.
     async fn pass(&self) -> anyhow::Result<usize> {
-        let rows: Vec<(i64, String, serde_json::Value, i32, i32, Option<String>)> =
-            sqlx::query_as(LEASE)
-                .bind(BATCH)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<Row> = sqlx::query_as(LEASE)
+            .bind(BATCH)
+            .fetch_all(&self.pool)
+            .await?;
         let n = rows.len();
         let mut set = JoinSet::new();
-        for (id, url, payload, attempts, tries, endpoint) in rows {
+        for row in rows {
             let me = self.clone();
-            set.spawn(async move {
-                let row = Row {
-                    id,
-                    url,
-                    payload,
-                    attempts,
-                    endpoint,
-                    tries,
-                };
-                if let Err(e) = me.deliver(&row).await {
-                    tracing::warn!(outbox.id = row.id, error = %e, "recording a delivery failed");
+            let span = row.span();
+            set.spawn(
+                async move {
+                    if let Err(e) = me.deliver(&row).await {
+                        tracing::warn!(error = %e, "recording a delivery failed");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
         while set.join_next().await.is_some() {}
         Ok(n)
@@ -244,7 +279,14 @@ impl Dispatcher {
         if let Some(key) = own.or(self.key.as_ref()) {
             req = req.header("webhook-signature", sign(key, &msg_id, ts, &body));
         }
+        if let Some((tp, state)) = row.trace_headers() {
+            req = req.header("traceparent", tp);
+            if !state.is_empty() {
+                req = req.header("tracestate", state);
+            }
+        }
         let outcome = req.body(body).send().await;
+        record_outcome(&outcome);
         let (status, error) = match outcome {
             Ok(resp) if resp.status().is_success() => {
                 sqlx::query(DELIVERED)
@@ -254,7 +296,7 @@ impl Dispatcher {
                     .execute(&self.pool)
                     .await?;
                 crate::metrics::webhook("delivered");
-                tracing::debug!(outbox.id = row.id, "webhook delivered");
+                tracing::debug!("webhook delivered");
                 return Ok(());
             }
             Ok(resp) if resp.status() == reqwest::StatusCode::GONE => {
@@ -265,10 +307,7 @@ impl Dispatcher {
                     .execute(&self.pool)
                     .await?;
                 crate::metrics::webhook("disabled");
-                tracing::warn!(
-                    outbox.id = row.id,
-                    "webhook endpoint answered 410 Gone; delivery disabled"
-                );
+                tracing::warn!("webhook endpoint answered 410 Gone; delivery disabled");
                 return Ok(());
             }
             Ok(resp) => (
@@ -291,11 +330,27 @@ impl Dispatcher {
             .await?;
         crate::metrics::webhook(if last { "failed" } else { "retry" });
         if last {
-            tracing::warn!(outbox.id = row.id, tries = row.tries, %error, "webhook undeliverable; kept as failed");
+            tracing::warn!(tries = row.tries, %error, "webhook undeliverable; kept as failed");
         } else {
-            tracing::info!(outbox.id = row.id, tries = row.tries, %error, "webhook delivery failed; will retry");
+            tracing::info!(tries = row.tries, %error, "webhook delivery failed; will retry");
         }
         Ok(())
+    }
+}
+
+/// The answer's status on the try's span; an error unless 2xx.
+fn record_outcome(outcome: &Result<reqwest::Response, reqwest::Error>) {
+    let span = tracing::Span::current();
+    match outcome {
+        Ok(resp) => {
+            span.record("http.response.status_code", resp.status().as_u16());
+            if !resp.status().is_success() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

@@ -16,20 +16,6 @@ pub mod service;
 pub mod validate;
 pub mod wake;
 
-/// Sets up `tracing` from `RUST_LOG` (default `info`); `LOG_FORMAT=json` prints JSON lines.
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// A token cancelled by the first SIGTERM or SIGINT.
 pub fn shutdown_token() -> tokio_util::sync::CancellationToken {
     let token = tokio_util::sync::CancellationToken::new();

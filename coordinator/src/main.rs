@@ -1,20 +1,26 @@
-//! `coordinator`: parse the configuration, set up logging, serve (or migrate) — nothing else.
+//! `coordinator`: parse the configuration, set up logging and tracing, serve (or migrate),
+//! flush the traces — nothing else.
 
 use clap::Parser;
 use lanes_coordinator::config::{Cli, Command};
-use lanes_coordinator::{db, init_tracing, server, shutdown_token};
+use lanes_coordinator::{db, server, shutdown_token};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
-    match cli.command.unwrap_or(Command::Serve) {
+    let telemetry =
+        lanes_telemetry::init(lanes_telemetry::Settings::from_env("lanes-coordinator"))?;
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::serve(cli.serve, shutdown_token()).await,
-        Command::Migrate => {
-            let pool = db::connect(&cli.serve.database_url, 2).await?;
-            db::migrate(&pool).await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
-    }
+        Command::Migrate => migrate(&cli.serve.database_url).await,
+    };
+    telemetry.shutdown().await;
+    outcome
+}
+
+async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let pool = db::connect(database_url, 2).await?;
+    db::migrate(&pool).await?;
+    tracing::info!("migrations applied");
+    Ok(())
 }

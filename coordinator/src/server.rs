@@ -118,7 +118,8 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         AdminServiceServer::new(Admin::new(ctx.clone())).max_decoding_message_size(max_message);
     let scaler = ExternalScalerServer::new(Scaler::new(ctx.clone(), tick, stop.clone()));
 
-    let mut builder = Server::builder();
+    // A span per call, continuing the caller's trace (a no-op while tracing is off).
+    let mut builder = Server::builder().layer(lanes_telemetry::grpc::ServerTraceLayer);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let identity = Identity::from_pem(
             std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,

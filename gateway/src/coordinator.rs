@@ -23,7 +23,8 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// How long a stats refresh for an estimate may take before the stale value is used.
 const STATS_WAIT: Duration = Duration::from_secs(1);
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// Adds `authorization: Bearer <token>` to every call, and the current span's trace context
+/// (the HTTP request's) when tracing is on.
 #[derive(Clone)]
 pub struct Token(Option<MetadataValue<Ascii>>);
 
@@ -32,6 +33,7 @@ impl Interceptor for Token {
         if let Some(t) = &self.0 {
             req.metadata_mut().insert("authorization", t.clone());
         }
+        lanes_telemetry::inject_metadata(req.metadata_mut());
         Ok(req)
     }
 }

@@ -1,5 +1,5 @@
-//! The `gateway` binary: parse config, start logging and metrics, serve HTTP until SIGTERM
-//! or SIGINT, then drain in-flight requests.
+//! The `gateway` binary: parse config, start logging, tracing and metrics, serve HTTP until
+//! SIGTERM or SIGINT, then drain in-flight requests and flush the traces.
 
 mod admin_page;
 mod auth;
@@ -11,22 +11,25 @@ mod metrics;
 mod openapi;
 mod routes;
 mod state;
+mod trace;
 mod validate;
 mod views;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = config::Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
-    if cli.log_format.eq_ignore_ascii_case("json") {
-        fmt.json().init()
-    } else {
-        fmt.init()
-    }
+    let telemetry = lanes_telemetry::init(lanes_telemetry::Settings {
+        service: "lanes-gateway",
+        json: cli.log_format.eq_ignore_ascii_case("json"),
+    })?;
+    let outcome = run(cli).await;
+    telemetry.shutdown().await;
+    outcome
+}
+
+async fn run(cli: config::Cli) -> anyhow::Result<()> {
     error::set_retry_after(cli.retry_after_s);
     let state = state::AppState::new(&cli, metrics::install()?)?;
     if state.keys.is_open() {

@@ -22,6 +22,17 @@ pub async fn start_agent(
     queues: &str,
     extra: &[&str],
 ) -> anyhow::Result<ChildProc> {
+    start_agent_with_env(coordinator, id, queues, extra, &[]).await
+}
+
+/// Like [`start_agent`], with extra environment variables (`OTEL_*`, `LOG_FORMAT`, …).
+pub async fn start_agent_with_env(
+    coordinator: &str,
+    id: &str,
+    queues: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<ChildProc> {
     let mut args: Vec<String> = [
         "--coordinator",
         coordinator,
@@ -34,7 +45,8 @@ pub async fn start_agent(
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let envs = [("RUST_LOG".to_string(), AGENT_LOG.to_string())];
+    let mut envs = vec![("RUST_LOG".to_string(), AGENT_LOG.to_string())];
+    envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let path = procs::bin_path("agent")?;
     procs::spawn(&format!("agent-{id}"), &path, &args, &envs).await
 }

@@ -20,6 +20,8 @@ pub struct Coordinator {
     /// Extra arguments it was started with (reused by `restart`).
     args: Vec<String>,
     log: String,
+    /// Extra environment variables it was started with (reused by `restart`).
+    env: Vec<(String, String)>,
 }
 
 /// Fast settings for tests: short ticks so reaping and safety wakes happen within a second.
@@ -30,6 +32,25 @@ impl Coordinator {
     /// waits until it accepts connections.
     pub async fn start(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
         Self::start_logging(database_url, extra, "info,lanes_coordinator=debug").await
+    }
+
+    /// Like `start`, with extra environment variables (`OTEL_*`, `LOG_FORMAT`, …).
+    pub async fn start_with_env(
+        database_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Coordinator> {
+        let args: Vec<String> = TEST_ARGS
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let log = "info,lanes_coordinator=debug";
+        Self::start_env(database_url, procs::free_port(), args, log, env).await
     }
 
     /// Like `start` but logging warnings only (benchmarks: per-RPC debug lines cost time).
@@ -71,13 +92,24 @@ impl Coordinator {
         args: Vec<String>,
         log: &str,
     ) -> anyhow::Result<Coordinator> {
+        Self::start_env(database_url, port, args, log, Vec::new()).await
+    }
+
+    async fn start_env(
+        database_url: &str,
+        port: u16,
+        args: Vec<String>,
+        log: &str,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Coordinator> {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut all = vec!["--listen".to_string(), addr.to_string()];
         all.extend(args.iter().cloned());
-        let envs = [
+        let mut envs = vec![
             ("DATABASE_URL".to_string(), database_url.to_string()),
             ("RUST_LOG".to_string(), log.to_string()),
         ];
+        envs.extend(env.iter().cloned());
         let path = procs::bin_path("coordinator")?;
         let proc = procs::spawn("coordinator", &path, &all, &envs).await?;
         let database_url = database_url.to_string();
@@ -87,6 +119,7 @@ impl Coordinator {
             database_url,
             args,
             log: log.to_string(),
+            env,
         };
         c.wait_ready().await?;
         Ok(c)
@@ -103,11 +136,12 @@ impl Coordinator {
     /// Kills the process with SIGKILL and starts a new one on the same port and database.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.proc.kill9().await;
-        let fresh = Self::start_on(
+        let fresh = Self::start_env(
             &self.database_url,
             self.addr.port(),
             self.args.clone(),
             &self.log,
+            self.env.clone(),
         )
         .await?;
         *self = fresh;

@@ -37,13 +37,23 @@ impl Gateway {
     /// Starts a gateway for `coordinator` (a URL) with `extra` arguments on a free port and
     /// waits until it accepts connections.
     pub async fn start(coordinator: &str, extra: &[&str]) -> anyhow::Result<Gateway> {
+        Self::start_with_env(coordinator, extra, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables (`OTEL_*`, `LOG_FORMAT`, …).
+    pub async fn start_with_env(
+        coordinator: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Gateway> {
         let addr: SocketAddr = format!("127.0.0.1:{}", procs::free_port()).parse()?;
         let mut args: Vec<String> = ["--listen", &addr.to_string(), "--coordinator", coordinator]
             .iter()
             .map(|s| s.to_string())
             .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let envs = [("RUST_LOG".to_string(), "info,gateway=debug".to_string())];
+        let mut envs = vec![("RUST_LOG".to_string(), "info,gateway=debug".to_string())];
+        envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let proc = procs::spawn("gateway", &procs::bin_path("gateway")?, &args, &envs).await?;
         if let Err(e) = procs::wait_for_tcp(addr, Duration::from_secs(20)).await {
             bail!("gateway did not start: {e}\n{}", proc.log_tail(40));

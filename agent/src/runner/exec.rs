@@ -127,7 +127,7 @@ impl ExecRunner {
     fn command(&self, meta: &super::JobMeta<'_>) -> Command {
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
-            .envs(meta.items().map(|(var, _, value)| (var, value)))
+            .envs(meta.items().into_iter().map(|(var, _, value)| (var, value)))
             // The agent's credentials are not the handler's business.
             .env_remove("LANES_TOKEN")
             .stdin(Stdio::piped())

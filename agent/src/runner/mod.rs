@@ -79,13 +79,15 @@ pub struct JobMeta<'a> {
     pub deadline: DateTime<Utc>,
     /// W3C traceparent to continue.
     pub traceparent: String,
+    /// W3C tracestate that goes with it; empty for none (then not passed on).
+    pub tracestate: String,
 }
 
 impl JobMeta<'_> {
     /// Each metadata item as (environment variable, HTTP header, value).
-    pub fn items(&self) -> [(&'static str, &'static str, String); 8] {
+    pub fn items(&self) -> Vec<(&'static str, &'static str, String)> {
         let j = self.job;
-        [
+        let mut items = vec![
             ("LANES_JOB_ID", "x-lanes-job-id", j.id.to_string()),
             ("LANES_JOB_QUEUE", "x-lanes-queue", j.queue.clone()),
             ("LANES_JOB_LANE", "x-lanes-lane", j.lane.clone()),
@@ -110,7 +112,11 @@ impl JobMeta<'_> {
                 self.deadline.to_rfc3339_opts(SecondsFormat::Millis, true),
             ),
             ("TRACEPARENT", "traceparent", self.traceparent.clone()),
-        ]
+        ];
+        if !self.tracestate.is_empty() {
+            items.push(("TRACESTATE", "tracestate", self.tracestate.clone()));
+        }
+        items
     }
 }
 

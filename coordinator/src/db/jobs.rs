@@ -61,6 +61,7 @@ pub struct JobRow {
     pub callback_url: Option<String>,
     pub failure_callback_url: Option<String>,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     pub lease_token: Option<i64>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub agent_id: Option<String>,
@@ -88,6 +89,7 @@ pub struct NewJob {
     pub callback_url: Option<String>,
     pub failure_callback_url: Option<String>,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 /// The outcome of enqueueing one job.
@@ -107,12 +109,12 @@ pub struct Enqueued {
 // ORDER BY); rows skipped by an idempotency conflict are missing, which `enqueue` accounts for.
 const INSERT_BATCH: &str = "
 INSERT INTO jobs (queue, lane_key, payload, priority, run_at, max_attempts, idempotency_key,
-                  callback_url, failure_callback_url, traceparent)
+                  callback_url, failure_callback_url, traceparent, tracestate)
 SELECT i.queue, i.lane_key, i.payload::jsonb, i.priority, COALESCE(i.run_at, now()),
-       q.max_attempts, i.idem, i.cb, i.fcb, i.tp
+       q.max_attempts, i.idem, i.cb, i.fcb, i.tp, i.ts
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::text[],
-            $7::text[], $8::text[], $9::text[])
-     WITH ORDINALITY AS i(queue, lane_key, payload, priority, run_at, idem, cb, fcb, tp, ord)
+            $7::text[], $8::text[], $9::text[], $10::text[])
+     WITH ORDINALITY AS i(queue, lane_key, payload, priority, run_at, idem, cb, fcb, tp, ts, ord)
 JOIN queues q ON q.name = i.queue
 ORDER BY i.ord
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -198,6 +200,7 @@ async fn insert_rows(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<Vec<Job
         .bind(col(|j| j.callback_url.clone()))
         .bind(col(|j| j.failure_callback_url.clone()))
         .bind(col(|j| j.traceparent.clone()))
+        .bind(col(|j| j.tracestate.clone()))
         .fetch_all(&mut *conn)
         .await?)
 }

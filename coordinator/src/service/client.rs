@@ -27,7 +27,7 @@ impl Clients {
         Clients { ctx }
     }
 
-    fn new_job(&self, r: pb::EnqueueRequest) -> Result<NewJob, Error> {
+    fn new_job(&self, r: pb::EnqueueRequest, trace: Option<&Trace>) -> Result<NewJob, Error> {
         validate::queue_name(&r.queue)?;
         let payload = validate::json("payload", &r.payload, self.ctx.max_payload_bytes, false)?;
         if r.priority.abs() > MAX_PRIORITY {
@@ -67,7 +67,11 @@ impl Clients {
                 &r.failure_callback_url,
                 &self.ctx.callback_deny_hosts,
             )?,
-            traceparent: (!r.traceparent.is_empty()).then(|| validate::tail(&r.traceparent, 128)),
+            traceparent: match trace {
+                Some((tp, _)) => Some(tp.clone()),
+                None => (!r.traceparent.is_empty()).then(|| validate::tail(&r.traceparent, 128)),
+            },
+            tracestate: trace.and_then(|(_, ts)| (!ts.is_empty()).then(|| ts.clone())),
             queue: r.queue,
             payload: payload.to_string(),
             priority: r.priority,
@@ -79,10 +83,11 @@ impl Clients {
     async fn enqueue_all(
         &self,
         reqs: Vec<pb::EnqueueRequest>,
+        trace: Option<Trace>,
     ) -> Result<Vec<pb::EnqueueResponse>, Error> {
         let new: Vec<NewJob> = reqs
             .into_iter()
-            .map(|r| self.new_job(r))
+            .map(|r| self.new_job(r, trace.as_ref()))
             .collect::<Result<_, _>>()?;
         let queues: std::collections::BTreeSet<&str> =
             new.iter().map(|j| j.queue.as_str()).collect();
@@ -117,17 +122,37 @@ impl Clients {
     }
 }
 
+/// A W3C `traceparent` and `tracestate` ("" for none).
+type Trace = (String, String);
+
+/// The trace context to store with enqueued jobs: this Enqueue span's when tracing is on (the
+/// agent's run span becomes its child), else the caller's from the metadata; `None` leaves
+/// each job the `traceparent` field of its request.
+fn trace_context(metadata: &tonic::metadata::MetadataMap) -> Option<Trace> {
+    if let Some(t) = lanes_telemetry::current_traceparent() {
+        return Some(t);
+    }
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    let tp = text("traceparent").filter(|t| lanes_telemetry::valid_traceparent(t))?;
+    let ts = text("tracestate").filter(|t| lanes_telemetry::valid_tracestate(t));
+    Some((tp.to_owned(), ts.unwrap_or_default().to_owned()))
+}
+
 #[tonic::async_trait]
 impl ClientService for Clients {
-    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue, lane = %req.get_ref().lane))]
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue, lane = %req.get_ref().lane, job.id = tracing::field::Empty))]
     async fn enqueue(
         &self,
         req: Request<pb::EnqueueRequest>,
     ) -> Result<Response<pb::EnqueueResponse>, Status> {
-        let mut out = self.enqueue_all(vec![req.into_inner()]).await?;
+        let trace = trace_context(req.metadata());
+        let mut out = self.enqueue_all(vec![req.into_inner()], trace).await?;
         let one = out
             .pop()
             .ok_or_else(|| Status::internal("enqueue returned nothing"))?;
+        if let Some(j) = &one.job {
+            tracing::Span::current().record("job.id", j.id);
+        }
         Ok(Response::new(one))
     }
 
@@ -136,6 +161,8 @@ impl ClientService for Clients {
         &self,
         req: Request<pb::EnqueueBatchRequest>,
     ) -> Result<Response<pb::EnqueueBatchResponse>, Status> {
+        // Every job of the batch continues the request's trace.
+        let trace = trace_context(req.metadata());
         let jobs = req.into_inner().jobs;
         if jobs.is_empty() || jobs.len() > validate::MAX_BATCH {
             return Err(Error::Invalid(format!(
@@ -145,7 +172,7 @@ impl ClientService for Clients {
             ))
             .into());
         }
-        let results = self.enqueue_all(jobs).await?;
+        let results = self.enqueue_all(jobs, trace).await?;
         Ok(Response::new(pb::EnqueueBatchResponse { results }))
     }
 

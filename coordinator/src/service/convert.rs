@@ -87,6 +87,7 @@ pub fn leased(l: Leased) -> pb::LeasedJob {
         deadline: Some(ts(started + Duration::milliseconds(l.job_timeout_ms))),
         traceparent: l.job.traceparent.unwrap_or_default(),
         lease_ttl_ms: l.lease_ttl_ms,
+        tracestate: l.job.tracestate.unwrap_or_default(),
     }
 }
 

@@ -203,9 +203,13 @@ fn enqueued(
     })
 }
 
-/// The caller's W3C `traceparent` when well-formed, else a new trace (sampled), so one
-/// trace follows the job from this request to its handler.
+/// The `traceparent` field of the Enqueue call: this request's span when tracing is on (the
+/// coordinator then uses the metadata anyway), else the caller's W3C `traceparent` when
+/// well-formed, else a new trace (sampled), so one trace follows the job to its handler.
 fn traceparent(headers: &HeaderMap) -> String {
+    if let Some((tp, _)) = lanes_telemetry::current_traceparent() {
+        return tp;
+    }
     let given = headers.get("traceparent").and_then(|v| v.to_str().ok());
     if let Some(tp) = given.filter(|t| valid_traceparent(t)) {
         return tp.to_owned();

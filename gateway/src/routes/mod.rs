@@ -1,5 +1,5 @@
 //! The router: every JSON route registered together with its OpenAPI operation (utoipa-axum),
-//! plus /openapi.json, the admin page, a JSON 404 and the metrics middleware. Handlers are
+//! plus /openapi.json, the admin page, a JSON 404, the metrics and trace middleware. Handlers are
 //! thin: parse → one RPC → map; one file per area.
 
 pub mod admin;
@@ -12,7 +12,7 @@ pub mod queue;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{admin_page, metrics};
+use crate::{admin_page, metrics, trace};
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
@@ -61,6 +61,8 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .route("/admin/queue", get(admin_page::page))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(metrics::track))
+        // Outermost, so the metrics middleware's log lines carry the request's trace id.
+        .layer(axum::middleware::from_fn(trace::request))
         .with_state(state))
 }
 
