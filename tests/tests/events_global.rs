@@ -250,6 +250,20 @@ async fn failures_are_announced_and_floods_summed_up() -> anyhow::Result<()> {
         evs_after.iter().all(|e| e["queue"] == "invoices"),
         "the queue filter holds"
     );
+    // Operators see each event delivery with the endpoint it went to.
+    let listed = s
+        .admin
+        .clone()
+        .list_deliveries(pb::ListDeliveriesRequest {
+            states: vec![pb::DeliveryState::Delivered as i32],
+            event_type: "lane.blocked".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .deliveries;
+    assert!(!listed.is_empty());
+    assert!(listed.iter().all(|d| d.endpoint == "test"), "{listed:?}");
     Ok(())
 }
 

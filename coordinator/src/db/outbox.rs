@@ -43,6 +43,8 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
     pub next_attempt_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The global event endpoint's name; `None` for a job callback.
+    pub endpoint: Option<String>,
 }
 
 /// Filters and paging of [`list`].
@@ -61,7 +63,8 @@ pub struct Filter {
 }
 
 const COLUMNS: &str = "SELECT id, event_type, job_id, queue, lane, url, state, attempts,
-    last_status, last_error, created_at, next_attempt_at, delivered_at FROM outbox WHERE ";
+    last_status, last_error, created_at, next_attempt_at, delivered_at, endpoint
+  FROM outbox WHERE ";
 
 /// Deliveries matching `f`, newest first.
 pub async fn list(db: &PgPool, f: &Filter) -> Result<Vec<Delivery>> {

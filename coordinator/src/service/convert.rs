@@ -148,6 +148,7 @@ pub fn delivery(d: Delivery) -> pb::Delivery {
         job_id: d.job_id.unwrap_or(0),
         queue: d.queue.unwrap_or_default(),
         lane: d.lane.unwrap_or_default(),
+        endpoint: d.endpoint.unwrap_or_default(),
         attempts: d.attempts,
         last_status: d.last_status.unwrap_or(0),
         last_error: d.last_error.unwrap_or_default(),

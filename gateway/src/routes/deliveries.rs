@@ -48,6 +48,8 @@ pub struct Delivery {
     pub lane: Option<String>,
     /// The endpoint with secrets masked (user info and query values shown as `***`).
     pub url: String,
+    /// The global event endpoint's name (`LANES_EVENT_ENDPOINTS`); absent for a job callback.
+    pub endpoint: Option<String>,
     /// pending, delivering, delivered, failed or disabled (410 Gone).
     pub state: String,
     /// Tries ever started (replays included).
@@ -111,6 +113,7 @@ fn delivery(d: pb::Delivery) -> Delivery {
         queue: text(d.queue),
         lane: text(d.lane),
         url: d.url,
+        endpoint: text(d.endpoint),
         attempts: d.attempts,
         last_error: text(d.last_error),
     }
