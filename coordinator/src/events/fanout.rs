@@ -71,11 +71,7 @@ impl Fanout {
     /// One pass; returns how many events it consumed.
     pub async fn pass(&self) -> crate::error::Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
+        if !super::sole(&mut tx, LOCK).await? {
             return Ok(0);
         }
         if self.endpoints.is_empty() {

@@ -24,6 +24,16 @@ pub fn iso(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// Takes the transaction-scoped advisory lock `key` if no other replica holds it: the task
+/// then runs on this replica alone until the transaction ends.
+async fn sole(tx: &mut sqlx::PgConnection, key: i64) -> crate::error::Result<bool> {
+    let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(locked)
+}
+
 /// Runs the fan-out until `stop`.
 pub async fn run_fanout(fanout: fanout::Fanout, stop: CancellationToken) {
     loop {

@@ -63,11 +63,7 @@ impl Watchdog {
     /// Evaluates every condition once (on one replica at a time) and records the changes.
     pub async fn check(&self) -> crate::error::Result<Changes> {
         let mut tx = self.pool.begin().await?;
-        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
+        if !super::sole(&mut tx, LOCK).await? {
             return Ok(Changes::default());
         }
         let on: HashMap<String, Condition> = self
