@@ -86,12 +86,12 @@ fn summary(d: &Value, queue: &str, fr: bool) -> String {
     let window = duration(d.get("window_s").and_then(Value::as_i64).unwrap_or(0));
     let kind = text(d, "event_type");
     let what = match (kind.as_str(), fr) {
-        ("job.failed", false) => "jobs failed",
-        ("job.failed", true) => "jobs échoués",
-        ("lane.blocked", false) => "lanes blocked",
-        ("lane.blocked", true) => "files bloquées",
-        (_, false) => "more notifications",
-        (_, true) => "autres notifications",
+        ("job.failed", false) => "jobs failed".to_owned(),
+        ("job.failed", true) => "jobs échoués".to_owned(),
+        ("lane.blocked", false) => "lanes blocked".to_owned(),
+        ("lane.blocked", true) => "files bloquées".to_owned(),
+        (other, false) => format!("{other} events"),
+        (other, true) => format!("événements {other}"),
     };
     let lanes: Vec<String> = d
         .get("samples")
@@ -267,6 +267,15 @@ mod tests {
         assert_eq!(
             message(&sum, Language::En),
             "⚠️ 490 more jobs failed in invoices within 60 s (e.g. r-1, r-2) — last error: boom"
+        );
+        let mut agents = ev(
+            "events.summary",
+            json!({"event_type": "agent.awake", "count": 12, "window_s": 60, "samples": []}),
+        );
+        agents.queue = None;
+        assert_eq!(
+            message(&agents, Language::En),
+            "⚠️ 12 more agent.awake events within 60 s"
         );
     }
 

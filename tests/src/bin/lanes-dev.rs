@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 const GRPC: &str = "127.0.0.1:50051";
+const METRICS: &str = "127.0.0.1:9090";
 const HTTP: &str = "127.0.0.1:8080";
 const QUEUE: &str = "invoice_import";
 const AGENTS: usize = 2;
@@ -33,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let mut children: Vec<(String, Child)> = Vec::new();
     let coordinator = start(
         "coordinator",
-        &["--listen", GRPC],
+        &["--listen", GRPC, "--metrics-listen", METRICS],
         &[("DATABASE_URL", url.as_str())],
     )?;
     children.push(("coordinator".into(), coordinator));
@@ -126,6 +127,7 @@ Lanes is running:
   gateway (HTTP, n8n)   http://{HTTP}
   admin page            http://{HTTP}/admin/queue
   coordinator (gRPC)    {GRPC}   (grpcurl -plaintext {GRPC} list)
+  coordinator metrics   http://{METRICS}/metrics
   agents                {AGENTS} × python3 agent/examples/import_invoice.py on queue {QUEUE}
 
 Try:
