@@ -37,7 +37,7 @@ const EVENTS_FAILED: &str = "INSERT INTO events (event_type, queue, lane, job_id
   FROM jobs j, (VALUES ('job.failed', true), ('lane.blocked', $2)) AS t (event_type, wanted)
   WHERE j.id = $1 AND t.wanted AND (t.event_type = 'job.failed' OR j.lane_key IS NOT NULL)";
 
-const EXPIRED: &str = "SELECT id, lease_token, agent_id, queue FROM jobs
+const EXPIRED: &str = "SELECT id, lease_token, agent_id, queue, lane_key, traceparent FROM jobs
   WHERE state = 'running' AND lease_expires_at < now()
   ORDER BY lease_expires_at LIMIT $1";
 
@@ -199,10 +199,17 @@ pub struct Reaped {
 /// returns each job reaped.
 /// Several replicas may reap at once: the token and expiry guards let one of them win.
 pub async fn reap(pool: &PgPool, limit: i64) -> Result<Vec<Reaped>> {
-    let expired: Vec<(i64, i64, Option<String>, String)> =
-        sqlx::query_as(EXPIRED).bind(limit).fetch_all(pool).await?;
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+    );
+    let expired: Vec<Row> = sqlx::query_as(EXPIRED).bind(limit).fetch_all(pool).await?;
     let mut reaped = Vec::new();
-    for (id, token, agent, queue) in expired {
+    for (id, token, agent, queue, lane, traceparent) in expired {
         let f = Failure {
             error: format!(
                 "lease expired: agent {} stopped heartbeating",
@@ -214,12 +221,18 @@ pub async fn reap(pool: &PgPool, limit: i64) -> Result<Vec<Reaped>> {
         };
         match fail(pool, id, token, &f, None).await {
             Ok((state, _)) => {
-                reaped.push(Reaped { id, queue, state });
+                // The fields of every line about a job (trace_id: from the job's context).
+                let trace_id = traceparent.as_deref().and_then(|t| t.split('-').nth(1));
                 tracing::warn!(
                     job.id = id,
+                    queue = %queue,
+                    lane = lane.as_deref().unwrap_or(""),
+                    agent.id = agent.as_deref().unwrap_or(""),
+                    trace_id,
                     ?state,
                     "lease expired; job returned to its lane"
                 );
+                reaped.push(Reaped { id, queue, state });
             }
             Err(Error::Precondition(_) | Error::NotFound(_)) => {}
             Err(e) => return Err(e),
