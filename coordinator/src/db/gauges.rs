@@ -72,6 +72,13 @@ const NEEDING_AGENT: &str = "SELECT COALESCE(sum(r.n + CASE
        AND j.lane_key IS NULL AND j.run_at <= now() LIMIT $2) b) AS n) rd
   WHERE cardinality($1::text[]) = 0 OR q.name = ANY($1)";
 
+impl Depth {
+    /// Every pending job of the queue, wherever it waits.
+    pub fn pending(&self) -> i64 {
+        self.ready + self.delayed + self.waiting + self.blocked
+    }
+}
+
 /// Where the unfinished jobs of every queue stand.
 pub async fn depth(db: &PgPool) -> Result<Vec<Depth>> {
     Ok(sqlx::query_as(DEPTH).fetch_all(db).await?)

@@ -8,6 +8,7 @@
 use super::config::{EventArgs, Language};
 use super::endpoints::Endpoint;
 use super::messages;
+use crate::db::gauges;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -151,7 +152,7 @@ impl Fanout {
                 .execute(&mut *tx)
                 .await?;
                 if !asleep {
-                    let pending = pending_jobs(tx, &queues_of(&ev)).await?;
+                    let pending = pending_jobs(&self.pool, &queues_of(&ev)).await?;
                     if let Value::Object(m) = &mut ev.data {
                         m.insert("pending".into(), json!(pending));
                     }
@@ -317,16 +318,15 @@ fn queues_of(ev: &Event) -> Vec<String> {
     }
 }
 
-/// Pending jobs of `queues`, counted up to 100,000 (an awake message says "N jobs pending").
-async fn pending_jobs(tx: &mut PgConnection, queues: &[String]) -> crate::error::Result<i64> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM (SELECT 1 FROM jobs
-           WHERE state = 'pending' AND queue = ANY($1) LIMIT 100000) s",
-    )
-    .bind(queues)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(n)
+/// Pending jobs of `queues` (an awake message says "N jobs pending"), from the per-lane
+/// counters rather than the backlog itself.
+async fn pending_jobs(pool: &PgPool, queues: &[String]) -> crate::error::Result<i64> {
+    Ok(gauges::depth(pool)
+        .await?
+        .iter()
+        .filter(|d| queues.contains(&d.queue))
+        .map(gauges::Depth::pending)
+        .sum())
 }
 
 /// The JSON body of a global event.

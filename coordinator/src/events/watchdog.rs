@@ -4,6 +4,7 @@
 //! restart or another replica neither repeats nor forgets an alert.
 
 use super::config::EventArgs;
+use crate::db::gauges;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
@@ -125,16 +126,14 @@ impl Watchdog {
             queue: Some(queue.to_owned()),
             details,
         };
-        let deep: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT queue, count(*) FROM jobs WHERE state = 'pending'
-             GROUP BY queue HAVING count(*) > $1",
-        )
-        .bind(self.max_pending)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (q, n) in deep {
-            let d = json!({"kind": "queue_depth", "value": n, "threshold": self.max_pending});
-            out.push(cond("queue_depth", &q, d));
+        // Pending depth from the per-lane counters (the metrics' gauge), not a backlog scan.
+        for d in gauges::depth(&self.pool).await? {
+            let n = d.pending();
+            if n > self.max_pending {
+                let d_json =
+                    json!({"kind": "queue_depth", "value": n, "threshold": self.max_pending});
+                out.push(cond("queue_depth", &d.queue, d_json));
+            }
         }
 
         let finished: Vec<(String, i64, i64, f64)> = sqlx::query_as(
