@@ -31,7 +31,7 @@ impl Coordinator {
     /// Starts a coordinator on `database_url` with `TEST_ARGS` plus `extra` arguments, and
     /// waits until it accepts connections.
     pub async fn start(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
-        Self::start_logging(database_url, extra, "info,lanes_coordinator=debug").await
+        Self::start_logging(database_url, extra, "info,lanes_coordinator=debug", &[]).await
     }
 
     /// Like `start`, with extra environment variables (`OTEL_*`, `LOG_FORMAT`, …).
@@ -40,22 +40,12 @@ impl Coordinator {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Coordinator> {
-        let args: Vec<String> = TEST_ARGS
-            .iter()
-            .chain(extra)
-            .map(|s| s.to_string())
-            .collect();
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let log = "info,lanes_coordinator=debug";
-        Self::start_env(database_url, procs::free_port(), args, log, env).await
+        Self::start_logging(database_url, extra, "info,lanes_coordinator=debug", env).await
     }
 
     /// Like `start` but logging warnings only (benchmarks: per-RPC debug lines cost time).
     pub async fn start_quiet(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
-        Self::start_logging(database_url, extra, "warn").await
+        Self::start_logging(database_url, extra, "warn", &[]).await
     }
 
     /// Starts one whose safety tick (one minute) never fires during a test, so agents are
@@ -77,13 +67,18 @@ impl Coordinator {
         database_url: &str,
         extra: &[&str],
         log: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Coordinator> {
         let args: Vec<String> = TEST_ARGS
             .iter()
             .chain(extra)
             .map(|s| s.to_string())
             .collect();
-        Self::start_on(database_url, procs::free_port(), args, log).await
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_env(database_url, procs::free_port(), args, log, env).await
     }
 
     async fn start_on(
