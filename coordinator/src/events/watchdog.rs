@@ -73,14 +73,14 @@ impl Watchdog {
             .into_iter()
             .map(|c| (c.key.clone(), c))
             .collect();
-        let was: Vec<(String, String, Option<String>, Value, i64)> = sqlx::query_as(
-            "SELECT key, kind, queue, details,
+        let was: Vec<(String, Option<String>, Value, i64)> = sqlx::query_as(
+            "SELECT key, queue, details,
                     extract(epoch FROM now() - fired_at)::bigint FROM watchdog_alerts",
         )
         .fetch_all(&mut *tx)
         .await?;
         let mut changes = Changes::default();
-        for (key, _kind, queue, mut details, age_s) in was {
+        for (key, queue, mut details, age_s) in was {
             if on.contains_key(&key) {
                 continue;
             }
