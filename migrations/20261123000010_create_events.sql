@@ -59,6 +59,8 @@ CREATE TABLE watchdog_alerts (
 
 -- agent.awake / agent.asleep, written by the very statement that flips `agents.asleep`
 -- (a Lease that found nothing, a wake claim, a job leased), so none is lost or invented.
+-- Only on connections of a coordinator with event endpoints (`lanes.events` = on, set at
+-- connect): with nobody listening, an idle agent's Lease writes nothing more.
 CREATE FUNCTION lanes_agent_event() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -71,5 +73,6 @@ END
 $fn$;
 
 CREATE TRIGGER agents_state_events AFTER UPDATE OF asleep ON agents
-    FOR EACH ROW WHEN (OLD.asleep IS DISTINCT FROM NEW.asleep)
+    FOR EACH ROW WHEN (OLD.asleep IS DISTINCT FROM NEW.asleep
+                       AND current_setting('lanes.events', true) = 'on')
     EXECUTE FUNCTION lanes_agent_event();

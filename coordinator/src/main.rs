@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let pool = db::connect(database_url, 2).await?;
+    let pool = db::connect(database_url, 2, false).await?;
     db::migrate(&pool).await?;
     tracing::info!("migrations applied");
     Ok(())

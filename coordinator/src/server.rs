@@ -26,7 +26,11 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 /// Runs the coordinator until `stop` is cancelled.
 pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let pool = db::connect(&args.database_url, args.db_pool_size)
+    let endpoints = match &args.events.event_endpoints {
+        Some(json) if !json.trim().is_empty() => events::endpoints::parse(json)?,
+        _ => Vec::new(),
+    };
+    let pool = db::connect(&args.database_url, args.db_pool_size, !endpoints.is_empty())
         .await
         .context("connecting to the database (DATABASE_URL)")?;
     db::migrate(&pool).await.context("applying migrations")?;
@@ -64,10 +68,6 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         args.webhook_backoff_ms,
     )
     .context("webhook settings (LANES_WEBHOOK_SECRET)")?;
-    let endpoints = match &args.events.event_endpoints {
-        Some(json) if !json.trim().is_empty() => events::endpoints::parse(json)?,
-        _ => Vec::new(),
-    };
     let dispatcher = dispatcher.with_endpoints(&endpoints)?;
     tasks.spawn(dispatcher.run(stop.clone()));
     let fanout = events::fanout::Fanout::new(pool.clone(), Arc::new(endpoints), &args.events);

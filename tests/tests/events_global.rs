@@ -426,3 +426,26 @@ async fn watchdog_alerts_fire_once_and_clear_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_endpoints_no_event_is_written() -> anyhow::Result<()> {
+    // The watchdog off: its alerts are written (and logged) whether or not anyone listens.
+    let s = Setup::start(&[
+        "--watchdog-interval-ms",
+        "0",
+        "--events-debounce-ms",
+        "60000",
+    ])
+    .await?;
+    s.set("q", |r| r.max_attempts = Some(1)).await?;
+    // A job that fails for good, in a lane (job.failed and, were it blocking, lane.blocked).
+    s.add("q", "l").await?;
+    let j = s.take("idle", "q").await?;
+    s.fail(&j, permanent("boom")).await?;
+    let pool = s.db.pool().await?;
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(events, 0, "no endpoint configured, yet events were written");
+    Ok(())
+}

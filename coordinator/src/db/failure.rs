@@ -29,13 +29,15 @@ const TO_FINISHED: &str = "UPDATE jobs SET state = $2, last_error = COALESCE($3,
 const OUTBOX_FAILED: &str = "SELECT lanes_outbox_failed($1)";
 
 /// The global `job.failed` event, and `lane.blocked` when the failure stops its lane ($2),
-/// in the same transaction as the failure (migration 10).
+/// in the same transaction as the failure (migration 10); only when this coordinator has
+/// event endpoints (`lanes.events`, see `db::connect`).
 const EVENTS_FAILED: &str = "INSERT INTO events (event_type, queue, lane, job_id, data)
   SELECT t.event_type, j.queue, j.lane_key, j.id,
          jsonb_build_object('error', j.last_error, 'attempts', j.attempt,
                             'agent_id', j.agent_id, 'failed_at', lanes_iso(j.finished_at))
   FROM jobs j, (VALUES ('job.failed', true), ('lane.blocked', $2)) AS t (event_type, wanted)
-  WHERE j.id = $1 AND t.wanted AND (t.event_type = 'job.failed' OR j.lane_key IS NOT NULL)";
+  WHERE j.id = $1 AND t.wanted AND (t.event_type = 'job.failed' OR j.lane_key IS NOT NULL)
+    AND current_setting('lanes.events', true) = 'on'";
 
 const EXPIRED: &str = "SELECT id, lease_token, agent_id, queue, lane_key, traceparent FROM jobs
   WHERE state = 'running' AND lease_expires_at < now()

@@ -22,8 +22,15 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Opens a pool to `url`. Connections fail fast so an unreachable database surfaces as
 /// `UNAVAILABLE` rather than a hung RPC.
-pub async fn connect(url: &str, max_connections: u32) -> sqlx::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?.application_name("lanes-coordinator");
+///
+/// `events`: this coordinator has global event endpoints, so its sessions write event rows
+/// (the `lanes.events` setting read by migration 10's trigger and by failures); without
+/// endpoints nothing is written that no one would send.
+pub async fn connect(url: &str, max_connections: u32, events: bool) -> sqlx::Result<PgPool> {
+    let mut options = PgConnectOptions::from_str(url)?.application_name("lanes-coordinator");
+    if events {
+        options = options.options([("lanes.events", "on")]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
