@@ -1,0 +1,128 @@
+-- Enqueue: the jobs of one request (one job, or a batch of up to 1,000), all or nothing, in
+-- one round trip. Each new job starts `pending` (or, unkeyed with a run_at in the future,
+-- `scheduled`); a keyed one joins its lane: a lane with no row gets it as its head (ready,
+-- or scheduled until its run_at), an existing lane only counts it (it waits its turn). An
+-- idempotency key already used in the queue returns the existing job instead (n8n repeats
+-- requests), also when repeated within the batch. A queue pushed past its max_pending
+-- raises LN429 and nothing is enqueued.
+--
+-- Returns one row per input, in input order: whether it was created, its place in its lane
+-- (unfinished jobs ahead of it; -1 unkeyed or not waiting), whether it can be leased right
+-- now (wake an agent), and the job.
+CREATE FUNCTION transitions.enqueue(p_queues text[], p_lanes text[], p_payloads text[],
+    p_priorities int[], p_run_ats timestamptz[], p_idempotency_keys text[],
+    p_callbacks text[], p_failure_callbacks text[], p_traceparents text[],
+    p_tracestates text[])
+RETURNS TABLE (o_created boolean, o_position_in_lane bigint, o_ready boolean,
+               o_job job_view)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    -- Ids are drawn first, in input order: each input then knows its row without relying
+    -- on the order RETURNING emits rows in, and a lane's jobs of one batch keep their order.
+    v_ids bigint[] := ARRAY(SELECT nextval(pg_get_serial_sequence('jobs', 'id'))
+                            FROM generate_series(1, cardinality(p_queues)));
+    v_rows jobs[];
+    v_lanes lanes[];
+    v_new_lanes text[];
+    r record;
+BEGIN
+    WITH ins AS (
+        INSERT INTO jobs (id, queue, lane_key, payload, priority, state, run_at, max_attempts,
+                          idempotency_key, callback_url, failure_callback_url, traceparent,
+                          tracestate)
+        SELECT v_ids[i.ord], i.queue, i.lane, i.payload::json, i.priority,
+               CASE WHEN i.lane IS NULL AND i.run_at > now() THEN 'scheduled'
+                    ELSE 'pending' END::job_state,
+               greatest(coalesce(i.run_at, now()), now()), q.max_attempts, i.idem, i.cb,
+               i.fcb, i.tp, i.ts
+        FROM unnest(p_queues, p_lanes, p_payloads, p_priorities, p_run_ats, p_idempotency_keys,
+                    p_callbacks, p_failure_callbacks, p_traceparents, p_tracestates)
+             WITH ORDINALITY AS i(queue, lane, payload, priority, run_at, idem, cb, fcb, tp, ts,
+                                  ord)
+        JOIN queues q ON q.name = i.queue
+        ORDER BY i.ord
+        ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING *)
+    SELECT array_agg(ROW(ins.*)::jobs ORDER BY ins.id) INTO v_rows FROM ins;
+
+    -- Keyed jobs join their lanes: one upsert for all, in key order, so concurrent batches
+    -- lock lanes in the same order. DO UPDATE (not NOTHING) takes the row lock: a
+    -- completion holding the lane finishes first and then sees these jobs.
+    WITH up AS (
+        INSERT INTO lanes AS l (queue, lane_key, head_job_id, state, priority, ready_at, queued)
+        SELECT f.queue, f.lane_key, f.first[1],
+               CASE WHEN f.run_at > now() THEN 'scheduled' ELSE 'ready' END::lane_state,
+               f.priority, f.run_at, f.n
+        FROM (SELECT n.queue, n.lane_key, array_agg(n.id ORDER BY n.id) AS first,
+                     (array_agg(n.priority ORDER BY n.id))[1] AS priority,
+                     (array_agg(n.run_at ORDER BY n.id))[1] AS run_at, count(*)::int AS n
+              FROM unnest(v_rows) n WHERE n.lane_key IS NOT NULL
+              GROUP BY n.queue, n.lane_key) f
+        ORDER BY f.queue, f.lane_key
+        ON CONFLICT (queue, lane_key) DO UPDATE SET queued = l.queued + EXCLUDED.queued
+        RETURNING l.*, (xmax = 0) AS created)
+    SELECT array_agg(ROW(up.queue, up.lane_key, up.head_job_id, up.state, up.priority,
+                         up.ready_at, up.queued)::lanes),
+           array_agg(up.queue || '/' || up.lane_key) FILTER (WHERE up.created)
+    INTO v_lanes, v_new_lanes FROM up;
+
+    -- Counts, per queue: the jobs by state, then the lanes this enqueue created.
+    FOR r IN
+        SELECT n.queue,
+               count(*) FILTER (WHERE n.state = 'scheduled') AS scheduled,
+               count(*) FILTER (WHERE n.state = 'pending') AS pending,
+               count(*) FILTER (WHERE n.state = 'pending' AND n.lane_key IS NULL) AS ready,
+               count(*) FILTER (WHERE l.state = 'scheduled') AS lane_scheduled,
+               count(*) FILTER (WHERE l.state = 'ready') AS lane_ready
+        FROM unnest(v_rows) n
+        LEFT JOIN unnest(v_lanes) l ON l.queue = n.queue AND l.lane_key = n.lane_key
+             AND l.head_job_id = n.id AND (l.queue || '/' || l.lane_key) = ANY(v_new_lanes)
+        GROUP BY n.queue ORDER BY n.queue
+    LOOP
+        PERFORM transitions.count(r.queue, p_scheduled => r.scheduled + r.lane_scheduled,
+            p_pending => r.pending - r.lane_scheduled, p_ready => r.ready + r.lane_ready);
+        PERFORM transitions.check_max_pending(r.queue, r.scheduled + r.pending);
+    END LOOP;
+
+    RETURN QUERY
+    SELECT n.id IS NOT NULL,
+        CASE WHEN n.id IS NOT NULL AND n.lane_key IS NOT NULL
+             THEN (l.queued - count(n.id) OVER w + row_number() OVER w - 1)::bigint
+             WHEN n.id IS NULL AND e.lane_key IS NOT NULL AND e.state = 'pending'
+             THEN (SELECT count(*) FROM jobs x WHERE x.queue = e.queue
+                     AND x.lane_key = e.lane_key AND x.id < e.id
+                     AND x.state IN ('pending', 'running'))
+             ELSE -1 END,
+        n.id IS NOT NULL AND ((n.lane_key IS NULL AND n.state = 'pending')
+                              OR (l.head_job_id = n.id AND l.state = 'ready')),
+        transitions.view(coalesce(n, e))
+    FROM unnest(p_queues, p_idempotency_keys) WITH ORDINALITY AS i(queue, idem, ord)
+    LEFT JOIN unnest(v_rows) n ON n.id = v_ids[i.ord]
+    LEFT JOIN unnest(v_lanes) l ON l.queue = n.queue AND l.lane_key = n.lane_key
+    LEFT JOIN jobs e ON n.id IS NULL AND e.queue = i.queue AND e.idempotency_key = i.idem
+    WINDOW w AS (PARTITION BY n.queue, n.lane_key, n.id IS NULL ORDER BY n.id
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    ORDER BY i.ord;
+END
+$fn$;
+
+-- Raises LN429 when queue p_queue, having just received p_added pending jobs, holds more
+-- than its max_pending (read from the counters: no count over the backlog). Concurrent
+-- enqueues may each pass and overshoot the limit together (documented).
+CREATE FUNCTION transitions.check_max_pending(p_queue text, p_added bigint)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_max bigint;
+    v_now bigint;
+BEGIN
+    SELECT max_pending INTO v_max FROM queues WHERE name = p_queue;
+    IF v_max IS NULL OR p_added = 0 THEN
+        RETURN;
+    END IF;
+    SELECT sum(scheduled + pending) INTO v_now FROM queue_counts WHERE queue = p_queue;
+    IF v_now > v_max THEN
+        RAISE EXCEPTION 'queue % is full: % more pending jobs would exceed its max_pending of %; retry later',
+            p_queue, p_added, v_max USING ERRCODE = 'LN429';
+    END IF;
+END
+$fn$;

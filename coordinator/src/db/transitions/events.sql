@@ -1,0 +1,44 @@
+-- Global events (the n8n -> Telegram feed), written in the transaction of the change that
+-- causes them, only on sessions of a coordinator with event endpoints (`lanes.events` = on,
+-- set at connect): with nobody listening, nothing is written. The fan-out
+-- (coordinator/src/events/fanout.rs) turns them into deliveries.
+
+-- `job.failed` for job j (just failed for good), and `lane.blocked` when its failure stops
+-- its lane (p_blocked).
+CREATE FUNCTION transitions.event_failed(j jobs, p_blocked boolean) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_data jsonb;
+BEGIN
+    IF current_setting('lanes.events', true) IS DISTINCT FROM 'on' THEN
+        RETURN;
+    END IF;
+    v_data := jsonb_build_object('error', j.last_error, 'attempts', j.attempt,
+                                 'agent_id', j.agent_id,
+                                 'failed_at', transitions.iso(j.finished_at));
+    INSERT INTO events (event_type, queue, lane, job_id, data)
+    VALUES ('job.failed', j.queue, j.lane_key, j.id, v_data);
+    IF p_blocked THEN
+        INSERT INTO events (event_type, queue, lane, job_id, data)
+        VALUES ('lane.blocked', j.queue, j.lane_key, j.id, v_data);
+    END IF;
+END
+$fn$;
+
+-- agent.awake / agent.asleep, written by the very statement that flips `agents.asleep`
+-- (a Lease that found nothing, a wake claim, a job leased), so none is lost or invented.
+CREATE FUNCTION transitions.agent_event() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO events (event_type, agent_id, data)
+    VALUES (CASE WHEN NEW.asleep THEN 'agent.asleep' ELSE 'agent.awake' END, NEW.agent_id,
+            jsonb_build_object('queues', to_jsonb(NEW.queues),
+                               'coordinator_id', NEW.coordinator_id));
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER agents_state_events AFTER UPDATE OF asleep ON agents
+    FOR EACH ROW WHEN (OLD.asleep IS DISTINCT FROM NEW.asleep
+                       AND current_setting('lanes.events', true) = 'on')
+    EXECUTE FUNCTION transitions.agent_event();

@@ -1,0 +1,260 @@
+-- What the transitions share: the counters, the lane bookkeeping, the shapes they return and
+-- the lease grant. Every function here runs inside a transition, never on its own, and
+-- assumes the caller holds the locks it names. All are PL/pgSQL: each statement caches its
+-- plan per session, and each takes a fresh snapshot, which is what makes "lock the lane
+-- row, then read its jobs" see every enqueue that linked a job to the lane before the lock.
+
+-- Adds to this backend's slot of a queue's counters (queue_counts). Each transition adds
+-- once, after its row locks, so a counter row is the last lock a transition takes.
+CREATE FUNCTION transitions.count(p_queue text, p_scheduled bigint DEFAULT 0,
+    p_pending bigint DEFAULT 0, p_ready bigint DEFAULT 0, p_running bigint DEFAULT 0,
+    p_completed bigint DEFAULT 0, p_failed bigint DEFAULT 0, p_cancelled bigint DEFAULT 0)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE queue_counts SET scheduled = scheduled + p_scheduled, pending = pending + p_pending,
+        ready = ready + p_ready, running = running + p_running,
+        completed = completed + p_completed, failed = failed + p_failed,
+        cancelled = cancelled + p_cancelled
+    WHERE queue = p_queue AND slot = pg_backend_pid() % 64;
+END
+$fn$;
+
+-- A lane's share of its queue's counters: the head of a scheduled lane counts as scheduled
+-- (its job row is pending), the head of a ready lane as ready. Adds (after - before) for a
+-- lane row whose state changed; NULL stands for no row.
+CREATE FUNCTION transitions.count_lane(p_queue text, p_before lane_state, p_after lane_state)
+RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    d_sched int := (p_after IS NOT DISTINCT FROM 'scheduled')::int
+                 - (p_before IS NOT DISTINCT FROM 'scheduled')::int;
+    d_ready int := (p_after IS NOT DISTINCT FROM 'ready')::int
+                 - (p_before IS NOT DISTINCT FROM 'ready')::int;
+BEGIN
+    IF d_sched <> 0 OR d_ready <> 0 THEN
+        PERFORM transitions.count(p_queue, p_scheduled => d_sched, p_pending => -d_sched,
+                                  p_ready => d_ready);
+    END IF;
+END
+$fn$;
+
+-- Raised when a lane row and its jobs disagree: a bug, never papered over (a transition
+-- that finds one rolls back whole). transitions.repair() recomputes the lane from its jobs.
+CREATE FUNCTION transitions.drift(p_queue text, p_lane text, p_what text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'lane %/% disagrees with its jobs: %', p_queue, p_lane, p_what
+        USING ERRCODE = 'LN500',
+              HINT = 'SELECT transitions.repair(queue, lane_key) recomputes it from its jobs';
+END
+$fn$;
+
+-- The head of a lane (p_state, p_queued: the row as the caller locked it) just finished
+-- (completed, failed under `continue`, cancelled): the next waiting job, FIFO by id, becomes
+-- the head, ready or scheduled by its run_at, or the row goes when none is left. Returns the
+-- lane's state afterwards (NULL: gone). The finished head's own counts are the caller's.
+CREATE FUNCTION transitions.advance(p_queue text, p_lane text, p_state lane_state,
+                                    p_queued int)
+RETURNS lane_state LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_next record;
+    v_after lane_state;
+BEGIN
+    SELECT id, priority, run_at INTO v_next FROM jobs
+    WHERE queue = p_queue AND lane_key = p_lane AND state = 'pending'
+    ORDER BY id LIMIT 1;
+    IF v_next.id IS NULL THEN
+        IF p_queued <> 1 THEN
+            PERFORM transitions.drift(p_queue, p_lane,
+                format('its last job finished but queued was %s', p_queued));
+        END IF;
+        DELETE FROM lanes WHERE queue = p_queue AND lane_key = p_lane;
+    ELSE
+        v_after := CASE WHEN v_next.run_at > now() THEN 'scheduled' ELSE 'ready' END;
+        UPDATE lanes SET head_job_id = v_next.id, state = v_after, priority = v_next.priority,
+            ready_at = greatest(v_next.run_at, now()), queued = queued - 1
+        WHERE queue = p_queue AND lane_key = p_lane;
+    END IF;
+    PERFORM transitions.count_lane(p_queue, p_state, v_after);
+    RETURN v_after;
+END
+$fn$;
+
+-- Recomputes a lane from its jobs, for the transitions that may change any part of it
+-- (cancel, retry, unblock). The caller holds the lane row's lock, or there is no row. A
+-- running job is the head; else a blocked lane whose failed head is still failed stays
+-- blocked (unless p_unblock); else the first waiting job by id is the head, ready or
+-- scheduled; else the row goes. p_delta is the change the caller made to the lane's
+-- unfinished jobs. A head that stays the same in the same state keeps its place.
+CREATE FUNCTION transitions.relink(p_queue text, p_lane text, p_delta int,
+                                   p_unblock boolean DEFAULT false)
+RETURNS lane_state LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_old lanes%ROWTYPE;
+    v_id bigint;
+    v_priority int;
+    v_run_at timestamptz;
+    v_state lane_state;
+BEGIN
+    SELECT * INTO v_old FROM lanes WHERE queue = p_queue AND lane_key = p_lane;
+    SELECT id, priority, now() INTO v_id, v_priority, v_run_at FROM jobs
+    WHERE queue = p_queue AND lane_key = p_lane AND state = 'running';
+    IF v_id IS NOT NULL THEN
+        v_state := 'running';
+    ELSIF v_old.state = 'blocked' AND NOT p_unblock
+          AND EXISTS (SELECT 1 FROM jobs WHERE id = v_old.head_job_id AND state = 'failed') THEN
+        v_state := 'blocked';
+        SELECT v_old.head_job_id, v_old.priority, v_old.ready_at INTO v_id, v_priority, v_run_at;
+    ELSE
+        SELECT id, priority, run_at INTO v_id, v_priority, v_run_at FROM jobs
+        WHERE queue = p_queue AND lane_key = p_lane AND state = 'pending'
+        ORDER BY id LIMIT 1;
+        IF v_id IS NOT NULL THEN
+            v_state := CASE WHEN v_run_at > now() THEN 'scheduled' ELSE 'ready' END;
+        END IF;
+    END IF;
+
+    IF v_state IS NULL THEN
+        IF coalesce(v_old.queued, 0) + p_delta <> 0 THEN
+            PERFORM transitions.drift(p_queue, p_lane, format('no job left but queued is %s',
+                coalesce(v_old.queued, 0) + p_delta));
+        END IF;
+        DELETE FROM lanes WHERE queue = p_queue AND lane_key = p_lane;
+    ELSIF v_old.queue IS NULL THEN
+        INSERT INTO lanes (queue, lane_key, head_job_id, state, priority, ready_at, queued)
+        VALUES (p_queue, p_lane, v_id, v_state, v_priority, greatest(v_run_at, now()), p_delta);
+    ELSE
+        UPDATE lanes SET head_job_id = v_id, state = v_state, priority = v_priority,
+            ready_at = CASE WHEN v_old.head_job_id = v_id AND v_old.state = v_state
+                            THEN v_old.ready_at ELSE greatest(v_run_at, now()) END,
+            queued = queued + p_delta
+        WHERE queue = p_queue AND lane_key = p_lane;
+    END IF;
+    PERFORM transitions.count_lane(p_queue, v_old.state, v_state);
+    RETURN v_state;
+END
+$fn$;
+
+-- Repairs a lane that transitions.drift() reported: recounts its unfinished jobs and
+-- recomputes its head. An operator's tool (docs/operations.md); it reads the whole lane.
+CREATE FUNCTION transitions.repair(p_queue text, p_lane text)
+RETURNS lane_state LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_queued int;
+    v_count int;
+BEGIN
+    SELECT queued INTO v_queued FROM lanes WHERE queue = p_queue AND lane_key = p_lane
+    FOR UPDATE;
+    SELECT count(*) INTO v_count FROM jobs
+    WHERE queue = p_queue AND lane_key = p_lane AND state IN ('pending', 'running');
+    RETURN transitions.relink(p_queue, p_lane, v_count - coalesce(v_queued, 0));
+END
+$fn$;
+
+-- A job as clients see it.
+CREATE FUNCTION transitions.view(j jobs) RETURNS job_view
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT ROW(j.id, j.queue, j.lane_key, j.payload::text, j.priority, j.state::text, j.run_at,
+               j.attempt, j.max_attempts, j.idempotency_key, j.callback_url,
+               j.failure_callback_url, j.traceparent, j.tracestate, j.lease_token,
+               j.lease_expires_at, j.agent_id, j.cancel_requested, j.progress_percent,
+               j.progress_message, j.result::text, j.last_error, j.created_at, j.started_at,
+               j.finished_at)::job_view
+$fn$;
+
+-- A leased job as its agent gets it.
+CREATE FUNCTION transitions.leased(j jobs, q queues) RETURNS leased_job
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT ROW(j.id, j.queue, j.lane_key, j.payload::text, j.attempt, j.max_attempts,
+               j.lease_token, j.lease_expires_at, j.started_at, j.run_at, j.traceparent,
+               j.tracestate, q.lease_ttl_ms, q.job_timeout_ms)::leased_job
+$fn$;
+
+-- Marks pending job p_id running for p_agent with a new fencing token. The caller holds
+-- the job's lock (and its lane's, for a keyed job) and counts what changed for the lane:
+-- p_ready is how the queue's ready count changes with it (-1: it was ready).
+CREATE FUNCTION transitions.grant(p_id bigint, p_agent text, p_request text, q queues,
+                                  p_ready int)
+RETURNS leased_job LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_job jobs;
+BEGIN
+    UPDATE jobs SET state = 'running', attempt = attempt + 1,
+        lease_token = nextval('lease_tokens'),
+        lease_expires_at = now() + q.lease_ttl_ms * interval '1 millisecond',
+        agent_id = p_agent, lease_request = p_request, started_at = now(),
+        progress_percent = NULL, progress_message = NULL, result = NULL
+    WHERE id = p_id AND state = 'pending'
+    RETURNING * INTO v_job;
+    IF v_job.id IS NULL THEN
+        RAISE EXCEPTION 'job % was to be leased but is not pending', p_id USING ERRCODE = 'LN500';
+    END IF;
+    PERFORM transitions.count(q.name, p_pending => -1, p_ready => p_ready, p_running => 1);
+    RETURN transitions.leased(v_job, q);
+END
+$fn$;
+
+-- Whether queue q may start one more job now: not paused, and under its max_running. A
+-- capped queue's row stays locked until commit, so its leases are counted one at a time
+-- (NO KEY UPDATE: enqueues' foreign-key checks still pass).
+CREATE FUNCTION transitions.has_room(q queues) RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_running bigint;
+BEGIN
+    IF q.paused THEN
+        RETURN false;
+    ELSIF q.max_running IS NULL THEN
+        RETURN true;
+    END IF;
+    PERFORM 1 FROM queues WHERE name = q.name FOR NO KEY UPDATE;
+    SELECT sum(running) INTO v_running FROM queue_counts WHERE queue = q.name;
+    RETURN v_running < q.max_running;
+END
+$fn$;
+
+-- Leases p_agent the best ready job of p_queues: the highest priority, then the one ready
+-- the longest, among each queue's ready lane heads (index lanes_ready) and due unkeyed jobs
+-- (index jobs_unkeyed_ready). The candidates are looked at without a lock, then only the
+-- one chosen is locked (SKIP LOCKED: the best one no other leaser holds), so a leaser never
+-- holds a row it does not take. A few index probes per queue, however many jobs or lanes
+-- wait. Returns NULL when nothing is ready.
+CREATE FUNCTION transitions.take(p_agent text, p_queues text[], p_request text)
+RETURNS leased_job LANGUAGE plpgsql AS $fn$
+DECLARE
+    c record;
+    v_lane text;
+    v_id bigint;
+BEGIN
+    FOR c IN
+        SELECT q, k.keyed FROM queues q CROSS JOIN LATERAL (
+            (SELECT true AS keyed, l.priority, l.ready_at FROM lanes l
+             WHERE l.queue = q.name AND l.state = 'ready'
+             ORDER BY l.priority DESC, l.ready_at LIMIT 1)
+            UNION ALL
+            (SELECT false, j.priority, j.run_at FROM jobs j
+             WHERE j.queue = q.name AND j.state = 'pending' AND j.lane_key IS NULL
+             ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)) k
+        WHERE q.name = ANY(p_queues) AND NOT q.paused
+        ORDER BY k.priority DESC, k.ready_at
+    LOOP
+        CONTINUE WHEN NOT transitions.has_room(c.q);
+        IF c.keyed THEN
+            SELECT lane_key, head_job_id INTO v_lane, v_id FROM lanes
+            WHERE queue = (c.q).name AND state = 'ready'
+            ORDER BY priority DESC, ready_at LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF v_id IS NOT NULL THEN
+                UPDATE lanes SET state = 'running' WHERE queue = (c.q).name AND lane_key = v_lane;
+                RETURN transitions.grant(v_id, p_agent, p_request, c.q, -1);
+            END IF;
+        ELSE
+            SELECT id INTO v_id FROM jobs
+            WHERE queue = (c.q).name AND state = 'pending' AND lane_key IS NULL
+            ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED;
+            IF v_id IS NOT NULL THEN
+                RETURN transitions.grant(v_id, p_agent, p_request, c.q, -1);
+            END IF;
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
