@@ -128,6 +128,9 @@ impl Agent {
     /// Leases a job, sleeping on the wake stream while none is ready; `None` once draining.
     async fn next_job(&mut self) -> Result<Option<Leased>, Error> {
         let draining = self.shutdown.draining.clone();
+        // A Lease that failed in transport is sent again with the same id: if the first one
+        // leased a job (its reply lost), the coordinator hands that same lease back.
+        let mut request_id = new_request_id();
         loop {
             if draining.is_cancelled() {
                 return Ok(None);
@@ -146,23 +149,29 @@ impl Agent {
             let req = LeaseRequest {
                 agent_id: self.settings.agent_id.clone(),
                 queues: self.settings.queues.clone(),
+                request_id: request_id.clone(),
             };
             let requested = Instant::now();
-            let leased = tokio::select! {
-                r = self.conn.call("Lease", |mut c| async move { c.lease(req).await }) => r,
-                _ = draining.cancelled() => return Ok(None),
-            };
+            // Not abandoned when draining begins: a job it leases is handed straight back
+            // (`work`), rather than left running for nobody until its lease lapses.
+            let leased = self
+                .conn
+                .call("Lease", |mut c| async move { c.lease(req).await })
+                .await;
             match leased {
-                Ok(r) => match r.job {
-                    Some(job) => {
-                        self.set_mood(Mood::Awake);
-                        return Ok(Some((job, requested)));
+                Ok(r) => {
+                    request_id = new_request_id();
+                    match r.job {
+                        Some(job) => {
+                            self.set_mood(Mood::Awake);
+                            return Ok(Some((job, requested)));
+                        }
+                        None => {
+                            self.set_mood(Mood::Asleep);
+                            self.sleep().await;
+                        }
                     }
-                    None => {
-                        self.set_mood(Mood::Asleep);
-                        self.sleep().await;
-                    }
-                },
+                }
                 Err(s) => {
                     // The stream most likely broke with the connection: open a new one.
                     self.wake = None;
@@ -283,9 +292,11 @@ impl Agent {
         };
         tokio::pin!(give_up);
         let mut tries = 0u32;
+        // Every try of a report is the same request (same id, same lease_next): a repeat of
+        // one that was applied gets the first answer again, the next lease included.
+        let lease_next = !self.shutdown.draining.is_cancelled();
         loop {
             tries += 1;
-            let lease_next = !self.shutdown.draining.is_cancelled();
             let sent = Instant::now();
             if tries == 1 {
                 log_timing(run, received, sent);
@@ -341,6 +352,7 @@ impl Agent {
             retryable,
             agent_id: self.settings.agent_id.clone(),
             queues: self.settings.queues.clone(),
+            request_id: new_request_id(),
             ..Default::default()
         }
     }
@@ -386,6 +398,7 @@ impl Agent {
                     lease_next: false,
                     agent_id: self.settings.agent_id.clone(),
                     queues: self.settings.queues.clone(),
+                    request_id: new_request_id(),
                 }));
             }
             Ending::Finished(Outcome::Failed {
@@ -435,6 +448,11 @@ impl Agent {
         };
         Some(Report::Fail(report))
     }
+}
+
+/// A fresh id for a request that leases (Lease, or a report with `lease_next`).
+fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 fn first_line(s: &str) -> &str {

@@ -99,11 +99,6 @@ pub struct ServeArgs {
     #[arg(long, env = "LANES_REAPER_MS", default_value_t = 1000)]
     pub reaper_ms: u64,
 
-    /// Gather up to this many concurrent Complete calls into one transaction (0 or 1: off).
-    /// Measured slower on a 2-core machine; see BENCHMARKS.md before turning it on.
-    #[arg(long, env = "LANES_COMPLETE_BATCH", default_value_t = 0)]
-    pub complete_batch: usize,
-
     /// This replica's name in agent listings (default: hostname-pid).
     #[arg(long, env = "LANES_COORDINATOR_ID")]
     pub coordinator_id: Option<String>,

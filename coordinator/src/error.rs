@@ -1,6 +1,7 @@
 //! The coordinator's one error type and its single mapping to `tonic::Status`, so every RPC
 //! reports the same case the same way.
 
+use lanes_proto::limits::Invalid;
 use tonic::{Code, Status};
 
 /// What can go wrong in a coordinator operation.
@@ -18,6 +19,12 @@ pub enum Error {
     /// Backpressure: the queue holds its maximum of pending jobs.
     #[error("{0}")]
     Exhausted(String),
+    /// This replica cannot serve the call now (shutting down); another one can.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database schema or the transition functions could not be set up.
+    #[error("{0}")]
+    Setup(String),
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
@@ -25,6 +32,12 @@ pub enum Error {
 
 /// Shorthand for coordinator results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Invalid> for Error {
+    fn from(e: Invalid) -> Self {
+        Error::Invalid(e.message)
+    }
+}
 
 impl Error {
     /// A `NOT_FOUND` for a job id.
@@ -39,17 +52,38 @@ impl Error {
              or the job was finished by another holder"
         ))
     }
-}
 
-impl Error {
+    /// The SQLSTATE of a database error, if it is one.
+    fn sqlstate(&self) -> Option<String> {
+        match self {
+            Error::Db(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
+
     /// True when Postgres aborted the transaction to break a deadlock (40P01) or a
     /// serialization conflict (40001): it rolled back whole, so running it again is safe.
     pub fn is_conflict_abort(&self) -> bool {
+        matches!(self.sqlstate().as_deref(), Some("40P01" | "40001"))
+    }
+
+    /// True when the database cannot be reached or is restarting: the call may succeed
+    /// later, on this replica or another one (UNAVAILABLE / 503).
+    pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Db(sqlx::Error::Database(d)) => {
-                matches!(d.code().as_deref(), Some("40P01" | "40001"))
-            }
-            _ => false,
+            Error::Unavailable(_) => true,
+            Error::Db(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_),
+            ) => true,
+            // 08: connection exceptions; 57P01-57P03: the server is shutting down, was
+            // terminated by an administrator, or is starting; 53300: too many connections.
+            _ => self.sqlstate().is_some_and(|s| {
+                s.starts_with("08") || matches!(s.as_str(), "57P01" | "57P02" | "57P03" | "53300")
+            }),
         }
     }
 }
@@ -74,13 +108,20 @@ where
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
+        // The transitions raise these for a full queue (LN429): a client's condition, not
+        // the database's failure.
+        if e.sqlstate().as_deref() == Some("LN429")
+            && let Error::Db(sqlx::Error::Database(d)) = &e
+        {
+            return Status::resource_exhausted(d.message().to_owned());
+        }
         let code = match &e {
             Error::Invalid(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::Precondition(_) => Code::FailedPrecondition,
             Error::Exhausted(_) => Code::ResourceExhausted,
-            Error::Db(err) if is_unavailable(err) => Code::Unavailable,
-            Error::Db(_) => Code::Internal,
+            _ if e.is_unavailable() => Code::Unavailable,
+            Error::Unavailable(_) | Error::Setup(_) | Error::Db(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
@@ -89,9 +130,25 @@ impl From<Error> for Status {
     }
 }
 
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarting_database_is_unavailable_not_internal() {
+        assert_eq!(
+            Status::from(Error::Db(sqlx::Error::PoolClosed)).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            Status::from(Error::Unavailable("shutting down".into())).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            Status::from(Error::Db(sqlx::Error::RowNotFound)).code(),
+            Code::Internal
+        );
+        let invalid: Error = Invalid::new("lane", "lane is 300 bytes; the limit is 256").into();
+        assert_eq!(Status::from(invalid).code(), Code::InvalidArgument);
+    }
 }

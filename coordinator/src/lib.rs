@@ -2,13 +2,13 @@
 //! leases, fencing tokens, wake fan-out and the reaper. Stateless itself: all state is in
 //! Postgres, so several replicas may serve one database.
 
-pub mod batch;
 pub mod config;
 pub mod db;
 pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod promoter;
 pub mod reaper;
 pub mod retention;
 pub mod server;

@@ -8,8 +8,9 @@
 //! most 1,000 rows and skips rows another statement holds, so several replicas may run it at
 //! once harmlessly.
 
-use crate::db::jobs::{self, JobState};
 use crate::db::outbox;
+use crate::db::states::JobState;
+use crate::db::transitions::purge;
 use crate::error::Result;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -80,7 +81,7 @@ pub async fn pass(
 ) -> Result<Deleted> {
     let mut d = Deleted::default();
     loop {
-        let batch = jobs::purge_batch(pool, None, None).await?;
+        let batch = purge::purge_batch(pool, None, None).await?;
         let mut n = 0;
         for (state, count) in batch {
             let count = count.max(0) as u64;
@@ -89,10 +90,10 @@ pub async fn pass(
                 JobState::Completed => d.jobs_completed += count,
                 JobState::Failed => d.jobs_failed += count,
                 JobState::Cancelled => d.jobs_cancelled += count,
-                JobState::Pending | JobState::Running => {}
+                JobState::Scheduled | JobState::Pending | JobState::Running => {}
             }
         }
-        if n < jobs::PURGE_BATCH as u64 || stop.is_cancelled() {
+        if n < purge::BATCH as u64 || stop.is_cancelled() {
             break;
         }
         tokio::task::yield_now().await;

@@ -5,6 +5,7 @@
 //! retention). Stops cleanly on `stop`.
 
 use crate::config::ServeArgs;
+use crate::promoter::Promoter;
 use crate::service::Ctx;
 use crate::service::admin::Admin;
 use crate::service::agent::Agents;
@@ -37,11 +38,12 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let replica = args.coordinator_id.clone().unwrap_or_else(default_id);
     let stale_ms = (args.tick_ms * 5).max(10_000) as i64;
     let (waker, requests) = Waker::new(pool.clone(), replica.clone(), stale_ms);
+    let promoter = Promoter::default();
     let ctx = Ctx::new(
         pool.clone(),
         waker.clone(),
+        promoter.clone(),
         args.max_payload_bytes,
-        args.complete_batch,
     )
     .with_callback_deny_hosts(&args.callback_deny_hosts);
 
@@ -55,6 +57,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         .clone()
         .run(requests, tick, args.keepalive_ticks, listener, stop.clone());
     tasks.spawn(wake_task);
+    tasks.spawn(promoter.run(pool.clone(), waker.clone(), stop.clone()));
     let reap_every = Duration::from_millis(args.reaper_ms.max(100));
     tasks.spawn(reaper::run(
         pool.clone(),

@@ -238,7 +238,7 @@ impl Waker {
             tracing::warn!(error = %e, "could not refresh agents");
         }
         for queue in self.local_queues() {
-            match stats::ready(&self.pool, Some(&queue), 1000).await {
+            match stats::ready(&self.pool, Some(&queue)).await {
                 Ok(n) if n > 0 => self.request(Some(&queue), n, "tick"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "safety tick failed"),

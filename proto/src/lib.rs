@@ -1,5 +1,7 @@
 //! The Lanes protocol: messages and service stubs generated from `proto/lanes/v1`, shared by
-//! the coordinator, the agent, the gateway and the tests.
+//! the coordinator, the agent, the gateway and the tests, and the API's input limits.
+
+pub mod limits;
 
 /// `lanes.v1`: jobs, the agent, client and admin services.
 pub mod v1 {

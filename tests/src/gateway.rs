@@ -297,6 +297,7 @@ impl SimAgent {
         let req = pb::LeaseRequest {
             agent_id: self.id.clone(),
             queues: vec![queue.to_owned()],
+            request_id: String::new(),
         };
         Ok(self.client.clone().lease(req).await?.into_inner().job)
     }

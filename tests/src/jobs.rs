@@ -298,6 +298,7 @@ pub async fn lease(
     let req = pb::LeaseRequest {
         agent_id: agent_id.into(),
         queues: queues.iter().map(|q| q.to_string()).collect(),
+        request_id: String::new(),
     };
     Ok(agent.clone().lease(req).await?.into_inner().job)
 }

@@ -85,6 +85,7 @@ async fn after_the_grace_period_the_job_is_handed_back_without_an_attempt() -> a
         .lease(pb::LeaseRequest {
             agent_id: "next".into(),
             queues: vec![QUEUE.into()],
+            request_id: String::new(),
         })
         .await?
         .into_inner()

@@ -104,6 +104,7 @@ async fn work(
             .lease(pb::LeaseRequest {
                 agent_id: id.clone(),
                 queues: queues.clone(),
+                request_id: String::new(),
             })
             .await
         {

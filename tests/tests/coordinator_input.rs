@@ -256,6 +256,7 @@ async fn calls(ch: &Channel, auth: Auth) -> (Code, Code, Code) {
     let lease = pb::LeaseRequest {
         agent_id: "a1".into(),
         queues: vec![Q.into()],
+        request_id: String::new(),
     };
     (
         outcome(client.get_stats(pb::GetStatsRequest::default()).await),

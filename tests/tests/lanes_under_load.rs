@@ -170,6 +170,7 @@ async fn lease_until_done(
                 .lease(pb::LeaseRequest {
                     agent_id: id.clone(),
                     queues: queues.clone(),
+                    request_id: String::new(),
                 })
                 .await?
                 .into_inner()
@@ -236,6 +237,7 @@ async fn lease_until_done(
                     lease_next,
                     agent_id: id.clone(),
                     queues: queues.clone(),
+                    request_id: String::new(),
                 })
                 .await?
                 .into_inner();

@@ -25,6 +25,7 @@ async fn enqueue_lease_complete() -> anyhow::Result<()> {
         .lease(pb::LeaseRequest {
             agent_id: "a1".into(),
             queues: queues.clone(),
+            request_id: String::new(),
         })
         .await?
         .into_inner()
@@ -62,6 +63,7 @@ async fn enqueue_lease_complete() -> anyhow::Result<()> {
         .lease(pb::LeaseRequest {
             agent_id: "a1".into(),
             queues,
+            request_id: String::new(),
         })
         .await?
         .into_inner();

@@ -4,10 +4,10 @@
 
 use crate::error::Result;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 
 /// A row of `agents`, as operators see it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 #[allow(missing_docs)]
 pub struct AgentRow {
     pub agent_id: String,
@@ -21,45 +21,13 @@ pub struct AgentRow {
 }
 
 /// An agent claimed for waking, and the replica (stream id) that holds its stream.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     /// Agent id.
     pub agent_id: String,
     /// `coordinator_id` of its stream.
     pub coordinator_id: String,
 }
-
-const REGISTER: &str = "INSERT INTO agents (agent_id, coordinator_id, queues, asleep)
-    VALUES ($1, $2, $3, false)
-    ON CONFLICT (agent_id) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id,
-        queues = EXCLUDED.queues, asleep = false, asleep_since = NULL,
-        connected_at = now(), last_seen_at = now()";
-const UNREGISTER: &str = "DELETE FROM agents WHERE agent_id = $1 AND coordinator_id = $2";
-const SET_ASLEEP: &str = "UPDATE agents SET asleep = $2,
-    asleep_since = CASE WHEN $2 THEN COALESCE(asleep_since, now()) END
-  WHERE agent_id = $1 AND asleep <> $2";
-const TOUCH: &str = "UPDATE agents SET last_seen_at = now() WHERE coordinator_id = ANY($1)";
-// Agents whose replica stopped refreshing them are gone (the replica died).
-const FORGET_STALE: &str =
-    "DELETE FROM agents WHERE last_seen_at < now() - $1 * interval '1 millisecond'";
-// Longest-asleep first; SKIP LOCKED so concurrent wakes claim different agents. A paused
-// queue has no ready work, so a wake for it (an enqueue while paused) claims nobody.
-const CLAIM: &str = "UPDATE agents a SET asleep = false, asleep_since = NULL
-  FROM (SELECT agent_id FROM agents
-        WHERE asleep AND ($1::text IS NULL OR $1 = ANY(queues))
-          AND last_seen_at > now() - $3 * interval '1 millisecond'
-          AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = $1 AND q.paused)
-        ORDER BY asleep_since LIMIT $2 FOR UPDATE SKIP LOCKED) c
-  WHERE a.agent_id = c.agent_id
-  RETURNING a.agent_id, a.coordinator_id";
-const LIST: &str = "SELECT a.agent_id, a.coordinator_id, a.queues, a.asleep, a.connected_at,
-    a.last_seen_at,
-    (SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.agent_id = a.agent_id LIMIT 1) AS job_id
-  FROM agents a WHERE a.last_seen_at > now() - $1 * interval '1 millisecond'
-  ORDER BY a.agent_id";
-const COUNTS: &str = "SELECT count(*), count(*) FILTER (WHERE asleep) FROM agents
-  WHERE last_seen_at > now() - $1 * interval '1 millisecond'
-    AND ($2::text IS NULL OR $2 = ANY(queues))";
 
 /// Records an agent's open stream on replica stream `coordinator_id`.
 pub async fn register(
@@ -68,40 +36,63 @@ pub async fn register(
     coordinator_id: &str,
     queues: &[String],
 ) -> Result<()> {
-    sqlx::query(REGISTER)
-        .bind(agent)
-        .bind(coordinator_id)
-        .bind(queues)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO agents (agent_id, coordinator_id, queues, asleep)
+         VALUES ($1, $2, $3, false)
+         ON CONFLICT (agent_id) DO UPDATE SET coordinator_id = EXCLUDED.coordinator_id,
+             queues = EXCLUDED.queues, asleep = false, asleep_since = NULL,
+             connected_at = now(), last_seen_at = now()",
+        agent,
+        coordinator_id,
+        queues
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Forgets an agent whose stream closed (unless it already reconnected elsewhere).
 pub async fn unregister(db: &PgPool, agent: &str, coordinator_id: &str) -> Result<()> {
-    sqlx::query(UNREGISTER)
-        .bind(agent)
-        .bind(coordinator_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM agents WHERE agent_id = $1 AND coordinator_id = $2",
+        agent,
+        coordinator_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Marks an agent asleep (its Lease found nothing) or awake. Returns true if it changed.
 pub async fn set_asleep(db: &PgPool, agent: &str, asleep: bool) -> Result<bool> {
-    let n = sqlx::query(SET_ASLEEP)
-        .bind(agent)
-        .bind(asleep)
-        .execute(db)
-        .await?
-        .rows_affected();
+    let n = sqlx::query!(
+        "UPDATE agents SET asleep = $2,
+             asleep_since = CASE WHEN $2 THEN COALESCE(asleep_since, now()) END
+         WHERE agent_id = $1 AND asleep <> $2",
+        agent,
+        asleep
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
     Ok(n > 0)
 }
 
 /// Refreshes the agents of this replica's streams and forgets agents not seen for `stale_ms`.
 pub async fn touch(db: &PgPool, stream_ids: &[String], stale_ms: i64) -> Result<()> {
-    sqlx::query(TOUCH).bind(stream_ids).execute(db).await?;
-    sqlx::query(FORGET_STALE).bind(stale_ms).execute(db).await?;
+    sqlx::query!(
+        "UPDATE agents SET last_seen_at = now() WHERE coordinator_id = ANY($1)",
+        stream_ids
+    )
+    .execute(db)
+    .await?;
+    // Agents whose replica stopped refreshing them are gone (the replica died).
+    sqlx::query!(
+        "DELETE FROM agents WHERE last_seen_at < now() - $1 * interval '1 millisecond'",
+        stale_ms as f64
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -112,24 +103,53 @@ pub async fn claim(
     n: i64,
     stale_ms: i64,
 ) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(CLAIM)
-        .bind(queue)
-        .bind(n)
-        .bind(stale_ms)
-        .fetch_all(db)
-        .await?)
+    // Longest-asleep first; SKIP LOCKED so concurrent wakes claim different agents. A paused
+    // queue has no ready work, so a wake for it (an enqueue while paused) claims nobody.
+    Ok(sqlx::query_as!(
+        Claimed,
+        "UPDATE agents a SET asleep = false, asleep_since = NULL
+         FROM (SELECT agent_id FROM agents
+               WHERE asleep AND ($1::text IS NULL OR $1 = ANY(queues))
+                 AND last_seen_at > now() - $3 * interval '1 millisecond'
+                 AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = $1 AND q.paused)
+               ORDER BY asleep_since LIMIT $2 FOR UPDATE SKIP LOCKED) c
+         WHERE a.agent_id = c.agent_id
+         RETURNING a.agent_id, a.coordinator_id",
+        queue,
+        n,
+        stale_ms as f64
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Connected agents on every replica.
 pub async fn list(db: &PgPool, stale_ms: i64) -> Result<Vec<AgentRow>> {
-    Ok(sqlx::query_as(LIST).bind(stale_ms).fetch_all(db).await?)
+    Ok(sqlx::query_as!(
+        AgentRow,
+        r#"SELECT a.agent_id, a.coordinator_id, a.queues, a.asleep, a.connected_at,
+               a.last_seen_at,
+               (SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.agent_id = a.agent_id
+                LIMIT 1) AS job_id
+           FROM agents a WHERE a.last_seen_at > now() - $1 * interval '1 millisecond'
+           ORDER BY a.agent_id"#,
+        stale_ms as f64
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 /// (connected, asleep) agents, optionally only those serving `queue`.
 pub async fn counts(db: &PgPool, stale_ms: i64, queue: Option<&str>) -> Result<(i64, i64)> {
-    Ok(sqlx::query_as(COUNTS)
-        .bind(stale_ms)
-        .bind(queue)
-        .fetch_one(db)
-        .await?)
+    let r = sqlx::query!(
+        r#"SELECT count(*) AS "connected!", count(*) FILTER (WHERE asleep) AS "asleep!"
+           FROM agents
+           WHERE last_seen_at > now() - $1 * interval '1 millisecond'
+             AND ($2::text IS NULL OR $2 = ANY(queues))"#,
+        stale_ms as f64,
+        queue
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((r.connected, r.asleep))
 }

@@ -1,16 +1,16 @@
-//! Everything that touches PostgreSQL. One file per table or concern; each state change of a
-//! job is one guarded statement (or a short transaction that first locks the lane row), so
-//! the database, not this process, decides who wins a race.
+//! Everything that touches PostgreSQL. Every change of a job's or a lane's state is a
+//! transition (`transitions/`): one guarded function call, so the database, not this
+//! process, decides who wins a race. The other files read, or own tables outside the job
+//! state machine (queues' settings, agents, the outbox).
 
 pub mod agents;
-pub mod failure;
 pub mod gauges;
 pub mod jobs;
-pub mod lanes;
-pub mod lease;
 pub mod outbox;
 pub mod queues;
+pub mod states;
 pub mod stats;
+pub mod transitions;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -38,8 +38,13 @@ pub async fn connect(url: &str, max_connections: u32, events: bool) -> sqlx::Res
         .await
 }
 
-/// Applies pending migrations. Safe to run concurrently from several replicas: sqlx holds
-/// an advisory lock while migrating, and applied migrations are skipped.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// Applies pending migrations, then installs the transition functions of this release.
+/// Safe to run concurrently from several replicas: both steps hold an advisory lock, and
+/// what is already in place is skipped.
+pub async fn migrate(pool: &PgPool) -> crate::error::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| crate::error::Error::Setup(format!("applying migrations: {e}")))?;
+    transitions::install(pool).await
 }

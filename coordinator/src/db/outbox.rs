@@ -6,20 +6,10 @@
 //! `attempts_base` up to it instead), touch a row a replica is delivering right now, or
 //! delete a row that is not delivered (failed and disabled rows stay visible and replayable).
 
+use super::states::DeliveryState;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
-
-/// The states of a delivery, as stored in `outbox.state`.
-///
-/// ```text
-/// pending ─lease─▶ delivering ─2xx─▶ delivered
-///    ▲                 ├─other answer, tries left─▶ pending (backing off)
-///    │                 ├─other answer, last try─▶ failed
-///    │                 └─410─▶ disabled
-///    └──── replay (operator): failed, disabled, pending; delivered when named by id
-/// ```
-pub const STATES: [&str; 5] = ["pending", "delivering", "delivered", "failed", "disabled"];
 
 /// Most ids one replay may name.
 pub const MAX_REPLAY_IDS: usize = 1000;
@@ -35,7 +25,7 @@ pub struct Delivery {
     pub lane: Option<String>,
     /// As stored: may carry credentials; redact before showing it.
     pub url: String,
-    pub state: String,
+    pub state: DeliveryState,
     /// Tries ever started (never lowered by a replay).
     pub attempts: i32,
     pub last_status: Option<i32>,
@@ -51,7 +41,7 @@ pub struct Delivery {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     /// States to show; empty = every state but `delivered`.
-    pub states: Vec<String>,
+    pub states: Vec<DeliveryState>,
     /// Only this queue.
     pub queue: Option<String>,
     /// Only this event type.
@@ -73,7 +63,7 @@ pub async fn list(db: &PgPool, f: &Filter) -> Result<Vec<Delivery>> {
         // Spelled out (not a bound array) so the planner uses the outbox_undelivered index.
         q.push("state <> 'delivered'");
     } else {
-        q.push("state = ANY(").push_bind(&f.states).push(")");
+        q.push("state = ANY(").push_bind(f.states.clone()).push(")");
     }
     if let Some(queue) = &f.queue {
         q.push(" AND queue = ").push_bind(queue);
@@ -103,7 +93,7 @@ const REPLAY_IDS: &str = "UPDATE outbox SET state = 'pending', next_attempt_at =
 /// `NotFound`, one in flight `Precondition`, and then nothing changes. Returns how many.
 pub async fn replay_ids(db: &PgPool, ids: &[i64]) -> Result<i64> {
     let mut tx = db.begin().await?;
-    let rows: Vec<(i64, String, Option<bool>)> = sqlx::query_as(LOCK_IDS)
+    let rows: Vec<(i64, DeliveryState, Option<bool>)> = sqlx::query_as(LOCK_IDS)
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?;
@@ -115,7 +105,7 @@ pub async fn replay_ids(db: &PgPool, ids: &[i64]) -> Result<i64> {
     // A lapsed lease means the replica delivering it died: nobody is in flight.
     if let Some(busy) = rows
         .iter()
-        .find(|r| r.1 == "delivering" && r.2 != Some(true))
+        .find(|r| r.1 == DeliveryState::Delivering && r.2 != Some(true))
     {
         return Err(Error::Precondition(format!(
             "delivery {} is being delivered right now; replay it once that try ends",

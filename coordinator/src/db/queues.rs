@@ -1,9 +1,12 @@
 //! Per-queue settings (the `queues` table). A queue row is created with the defaults on
-//! first use; every replica reads the same row, so settings agree across replicas.
+//! first use; every replica reads the same row, so settings agree across replicas. Every
+//! setting is checked against its range (`lanes_proto::limits::settings`) before it is
+//! stored, so no value can reach a transition that would overflow on it.
 
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgExecutor, PgPool};
+use lanes_proto::limits::{Invalid, settings as limit};
+use sqlx::PgPool;
 
 /// What a lane does when one of its jobs ends `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
@@ -16,7 +19,7 @@ pub enum FailurePolicy {
 }
 
 /// A row of `queues`.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct QueueSettings {
     /// Queue name.
     pub name: String,
@@ -73,71 +76,201 @@ pub struct SettingsPatch {
     pub failure_policy: Option<FailurePolicy>,
 }
 
-const ENSURE: &str = "INSERT INTO queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING";
-const GET: &str = "SELECT * FROM queues WHERE name = $1";
-const LIST: &str = "SELECT * FROM queues ORDER BY name";
-// CASE keeps the current value when the patch leaves a field out. The CHECK constraints of
-// the table reject out-of-range values, which `update` maps to INVALID_ARGUMENT.
-const UPDATE: &str = "UPDATE queues SET
-    max_attempts = COALESCE($2, max_attempts),
-    backoff_initial_ms = COALESCE($3, backoff_initial_ms),
-    backoff_max_ms = COALESCE($4, backoff_max_ms),
-    lease_ttl_ms = COALESCE($5, lease_ttl_ms),
-    job_timeout_ms = COALESCE($6, job_timeout_ms),
-    retention_completed_s = COALESCE($7, retention_completed_s),
-    retention_failed_s = COALESCE($8, retention_failed_s),
-    max_pending = CASE WHEN $9 THEN $10 ELSE max_pending END,
-    max_running = CASE WHEN $11 THEN $12 ELSE max_running END,
-    paused = COALESCE($13, paused),
-    failure_policy = COALESCE($14, failure_policy),
-    updated_at = now()
-  WHERE name = $1
-  RETURNING *";
+impl SettingsPatch {
+    /// `current` with this patch applied, every value checked against its range.
+    fn apply(&self, mut s: QueueSettings) -> Result<QueueSettings, Invalid> {
+        let i64_of = |r: lanes_proto::limits::Range, v: Option<i64>, cur: i64| match v {
+            Some(v) => r.check(v),
+            None => Ok(cur),
+        };
+        if let Some(v) = self.max_attempts {
+            s.max_attempts = limit::MAX_ATTEMPTS.check_i32(v.into())?;
+        }
+        s.backoff_initial_ms =
+            i64_of(limit::BACKOFF_INITIAL_MS, self.backoff_initial_ms, s.backoff_initial_ms)?;
+        s.backoff_max_ms = i64_of(limit::BACKOFF_MAX_MS, self.backoff_max_ms, s.backoff_max_ms)?;
+        s.lease_ttl_ms = i64_of(limit::LEASE_TTL_MS, self.lease_ttl_ms, s.lease_ttl_ms)?;
+        s.job_timeout_ms = i64_of(limit::JOB_TIMEOUT_MS, self.job_timeout_ms, s.job_timeout_ms)?;
+        s.retention_completed_s = i64_of(
+            limit::RETENTION_COMPLETED_S,
+            self.retention_completed_s,
+            s.retention_completed_s,
+        )?;
+        s.retention_failed_s = i64_of(
+            limit::RETENTION_FAILED_S,
+            self.retention_failed_s,
+            s.retention_failed_s,
+        )?;
+        if let Some(v) = self.max_pending {
+            s.max_pending = v.map(|n| limit::MAX_PENDING.check(n)).transpose()?;
+        }
+        if let Some(v) = self.max_running {
+            s.max_running = v
+                .map(|n| limit::MAX_RUNNING.check_i32(n.into()))
+                .transpose()?;
+        }
+        s.paused = self.paused.unwrap_or(s.paused);
+        s.failure_policy = self.failure_policy.unwrap_or(s.failure_policy);
+        if s.backoff_max_ms < s.backoff_initial_ms {
+            return Err(Invalid::new(
+                "backoff_max_ms",
+                format!(
+                    "backoff_max_ms must be ≥ backoff_initial_ms ({}) (got {})",
+                    s.backoff_initial_ms, s.backoff_max_ms
+                ),
+            ));
+        }
+        Ok(s)
+    }
+}
 
 /// Creates the queue with default settings if it does not exist yet.
-pub async fn ensure(db: impl PgExecutor<'_>, name: &str) -> Result<()> {
-    sqlx::query(ENSURE).bind(name).execute(db).await?;
+pub async fn ensure(db: &PgPool, name: &str) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        name
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// The queue's settings, creating the queue with defaults if needed.
 pub async fn get(pool: &PgPool, name: &str) -> Result<QueueSettings> {
     ensure(pool, name).await?;
-    Ok(sqlx::query_as(GET).bind(name).fetch_one(pool).await?)
+    Ok(sqlx::query_as!(
+        QueueSettings,
+        r#"SELECT name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
+                  job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
+                  max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
+                  updated_at
+           FROM queues WHERE name = $1"#,
+        name
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Every known queue.
 pub async fn list(pool: &PgPool) -> Result<Vec<QueueSettings>> {
-    Ok(sqlx::query_as(LIST).fetch_all(pool).await?)
+    Ok(sqlx::query_as!(
+        QueueSettings,
+        r#"SELECT name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
+                  job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
+                  max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
+                  updated_at
+           FROM queues ORDER BY name"#
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
-/// Applies a patch, creating the queue first if needed.
+/// Applies a patch, creating the queue first if needed. Every value is checked (with the
+/// merged result) before anything is stored; the row is locked while it is read and
+/// written, so concurrent patches of different fields both land.
 pub async fn update(pool: &PgPool, name: &str, p: &SettingsPatch) -> Result<QueueSettings> {
     ensure(pool, name).await?;
-    sqlx::query_as(UPDATE)
-        .bind(name)
-        .bind(p.max_attempts)
-        .bind(p.backoff_initial_ms)
-        .bind(p.backoff_max_ms)
-        .bind(p.lease_ttl_ms)
-        .bind(p.job_timeout_ms)
-        .bind(p.retention_completed_s)
-        .bind(p.retention_failed_s)
-        .bind(p.max_pending.is_some())
-        .bind(p.max_pending.flatten())
-        .bind(p.max_running.is_some())
-        .bind(p.max_running.flatten())
-        .bind(p.paused)
-        .bind(p.failure_policy)
-        .fetch_one(pool)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => {
-                Error::Invalid(format!(
-                    "setting out of range ({}); see the AdminService docs",
-                    d.message()
-                ))
-            }
-            _ => Error::Db(e),
-        })
+    let mut tx = pool.begin().await?;
+    let current = sqlx::query_as!(
+        QueueSettings,
+        r#"SELECT name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
+                  job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
+                  max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
+                  updated_at
+           FROM queues WHERE name = $1 FOR UPDATE"#,
+        name
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let s = p.apply(current).map_err(Error::from)?;
+    let updated = sqlx::query_as!(
+        QueueSettings,
+        r#"UPDATE queues SET max_attempts = $2, backoff_initial_ms = $3, backoff_max_ms = $4,
+               lease_ttl_ms = $5, job_timeout_ms = $6, retention_completed_s = $7,
+               retention_failed_s = $8, max_pending = $9, max_running = $10, paused = $11,
+               failure_policy = $12, updated_at = now()
+           WHERE name = $1
+           RETURNING name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
+                  job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
+                  max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
+                  updated_at"#,
+        name,
+        s.max_attempts,
+        s.backoff_initial_ms,
+        s.backoff_max_ms,
+        s.lease_ttl_ms,
+        s.job_timeout_ms,
+        s.retention_completed_s,
+        s.retention_failed_s,
+        s.max_pending,
+        s.max_running,
+        s.paused,
+        s.failure_policy as FailurePolicy,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> QueueSettings {
+        QueueSettings {
+            name: "q".into(),
+            max_attempts: 3,
+            backoff_initial_ms: 5000,
+            backoff_max_ms: 3_600_000,
+            lease_ttl_ms: 30_000,
+            job_timeout_ms: 600_000,
+            retention_completed_s: 86_400,
+            retention_failed_s: 604_800,
+            max_pending: None,
+            max_running: None,
+            paused: false,
+            failure_policy: FailurePolicy::Continue,
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn every_setting_is_checked_before_it_is_stored() {
+        let bad = [
+            SettingsPatch {
+                job_timeout_ms: Some(i64::MAX),
+                ..Default::default()
+            },
+            SettingsPatch {
+                backoff_initial_ms: Some(10_000_000_000_000_000),
+                backoff_max_ms: Some(10_000_000_000_000_000),
+                ..Default::default()
+            },
+            SettingsPatch {
+                retention_completed_s: Some(1_000_000_000_000),
+                ..Default::default()
+            },
+            SettingsPatch {
+                lease_ttl_ms: Some(10),
+                ..Default::default()
+            },
+            SettingsPatch {
+                backoff_max_ms: Some(1000),
+                ..Default::default()
+            },
+        ];
+        for p in bad {
+            let e = p.apply(defaults()).unwrap_err();
+            assert!(e.message.contains(&e.field), "{e:?}");
+        }
+        let ok = SettingsPatch {
+            job_timeout_ms: Some(1000),
+            max_running: Some(Some(4)),
+            ..Default::default()
+        }
+        .apply(defaults())
+        .unwrap();
+        assert_eq!((ok.job_timeout_ms, ok.max_running), (1000, Some(4)));
+    }
 }

@@ -1,5 +1,6 @@
-//! Aggregate counts for stats, Wake and the safety tick. These are the only queries that
-//! may read many rows; none of them runs on the Lease/Complete/Enqueue path.
+//! Counts for GetStats, Wake and the safety tick, read from the counters the transitions keep
+//! (`queue_counts`) and the live lane rows, never from an aggregate over the jobs on record:
+//! they cost the same at 10^4 and 10^7 jobs.
 
 use crate::error::Result;
 use sqlx::PgPool;
@@ -9,101 +10,92 @@ use sqlx::PgPool;
 #[allow(missing_docs)]
 pub struct QueueCounts {
     pub queue: String,
+    pub paused: bool,
+    /// Waiting for a run_at: unkeyed scheduled jobs and heads of scheduled lanes.
+    pub scheduled: i64,
+    /// Due, not running (ready ones included).
     pub pending: i64,
+    /// Could be leased now.
+    pub ready: i64,
     pub running: i64,
     pub completed: i64,
     pub failed: i64,
     pub cancelled: i64,
-    pub ready: i64,
     pub blocked_lanes: i64,
+    /// Lanes with unfinished work (or blocked).
     pub active_lanes: i64,
+    /// Average run of the queue's latest completed jobs (at most the last 1,000 within the
+    /// hour); 0 when none.
     pub avg_run_ms: f64,
+    /// How long the job first in the ready order has waited, in milliseconds.
     pub oldest_ready_ms: i64,
-    pub paused: bool,
 }
-
-const BY_STATE: &str = "SELECT queue, state::text, count(*),
-    count(*) FILTER (WHERE state = 'pending' AND run_at <= now())
-  FROM jobs WHERE ($1::text IS NULL OR queue = $1) GROUP BY queue, state";
-const LANES: &str = "SELECT queue, count(*) FILTER (WHERE state = 'blocked'), count(*)
-  FROM lanes WHERE ($1::text IS NULL OR queue = $1) GROUP BY queue";
-const RUN_TIME: &str = "SELECT queue,
-    (avg(extract(epoch FROM finished_at - started_at)) * 1000)::float8
-  FROM jobs WHERE state = 'completed' AND finished_at > now() - interval '1 hour'
-    AND ($1::text IS NULL OR queue = $1) GROUP BY queue";
-const OLDEST: &str = "SELECT queue, (extract(epoch FROM now() - min(t)) * 1000)::int8 FROM (
-    SELECT queue, ready_at AS t FROM lanes WHERE state = 'ready' AND ready_at <= now()
-    UNION ALL
-    SELECT queue, run_at FROM jobs WHERE state = 'pending' AND lane_key IS NULL AND run_at <= now()
-  ) x WHERE ($1::text IS NULL OR queue = $1) GROUP BY queue";
-const QUEUES: &str =
-    "SELECT name, paused FROM queues WHERE ($1::text IS NULL OR name = $1) ORDER BY name";
-// Jobs an agent could lease now: ready lane heads plus ready unkeyed jobs of unpaused
-// queues, counted up to $2 (an index probe bounded by the count asked for).
-const READY: &str = "SELECT
-  (SELECT count(*) FROM (SELECT 1 FROM lanes l JOIN queues q ON q.name = l.queue AND NOT q.paused
-     WHERE l.state = 'ready' AND l.ready_at <= now() AND ($1::text IS NULL OR l.queue = $1)
-     LIMIT $2) a)
-  + (SELECT count(*) FROM (SELECT 1 FROM jobs j JOIN queues q ON q.name = j.queue AND NOT q.paused
-     WHERE j.state = 'pending' AND j.lane_key IS NULL AND j.run_at <= now()
-       AND ($1::text IS NULL OR j.queue = $1) LIMIT $2) b)";
 
 /// Per-queue counts, for every queue or one.
 pub async fn by_queue(db: &PgPool, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
-    let queues: Vec<(String, bool)> = sqlx::query_as(QUEUES).bind(queue).fetch_all(db).await?;
-    let mut out: Vec<QueueCounts> = queues
+    let rows = sqlx::query!(
+        r#"SELECT q.name, q.paused,
+               c.scheduled AS "scheduled!", c.pending AS "pending!", c.ready AS "ready!",
+               c.running AS "running!", c.completed AS "completed!", c.failed AS "failed!",
+               c.cancelled AS "cancelled!",
+               (SELECT count(*) FROM lanes l WHERE l.queue = q.name AND l.state = 'blocked')
+                   AS "blocked_lanes!",
+               (SELECT count(*) FROM lanes l WHERE l.queue = q.name) AS "active_lanes!",
+               (SELECT coalesce(avg(extract(epoch FROM r.finished_at - r.started_at)) * 1000, 0)
+                FROM (SELECT j.finished_at, j.started_at FROM jobs j
+                      WHERE j.state = 'completed' AND j.queue = q.name
+                        AND j.finished_at > now() - interval '1 hour'
+                      ORDER BY j.finished_at DESC LIMIT 1000) r)::float8 AS "avg_run_ms!",
+               (SELECT coalesce(extract(epoch FROM now() - min(h.since)) * 1000, 0)
+                FROM ((SELECT l.ready_at AS since FROM lanes l
+                       WHERE l.queue = q.name AND l.state = 'ready'
+                       ORDER BY l.priority DESC, l.ready_at LIMIT 1)
+                      UNION ALL
+                      (SELECT j.run_at FROM jobs j
+                       WHERE j.queue = q.name AND j.state = 'pending' AND j.lane_key IS NULL
+                       ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)) h)::int8
+                   AS "oldest_ready_ms!"
+           FROM queues q
+           CROSS JOIN LATERAL (
+               SELECT sum(scheduled)::int8 AS scheduled, sum(pending)::int8 AS pending,
+                      sum(ready)::int8 AS ready, sum(running)::int8 AS running,
+                      sum(completed)::int8 AS completed, sum(failed)::int8 AS failed,
+                      sum(cancelled)::int8 AS cancelled
+               FROM queue_counts WHERE queue = q.name) c
+           WHERE $1::text IS NULL OR q.name = $1
+           ORDER BY q.name"#,
+        queue
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
         .into_iter()
-        .map(|(queue, paused)| QueueCounts {
-            queue,
-            paused,
-            ..QueueCounts::default()
+        .map(|r| QueueCounts {
+            queue: r.name,
+            paused: r.paused,
+            scheduled: r.scheduled,
+            pending: r.pending,
+            ready: r.ready,
+            running: r.running,
+            completed: r.completed,
+            failed: r.failed,
+            cancelled: r.cancelled,
+            blocked_lanes: r.blocked_lanes,
+            active_lanes: r.active_lanes,
+            avg_run_ms: r.avg_run_ms,
+            oldest_ready_ms: r.oldest_ready_ms,
         })
-        .collect();
-    let find = |out: &mut Vec<QueueCounts>, q: &str| out.iter().position(|c| c.queue == q);
-    let states: Vec<(String, String, i64, i64)> =
-        sqlx::query_as(BY_STATE).bind(queue).fetch_all(db).await?;
-    for (q, state, n, ready) in states {
-        let Some(i) = find(&mut out, &q) else {
-            continue;
-        };
-        let c = &mut out[i];
-        match state.as_str() {
-            "pending" => (c.pending, c.ready) = (n, ready),
-            "running" => c.running = n,
-            "completed" => c.completed = n,
-            "failed" => c.failed = n,
-            _ => c.cancelled = n,
-        }
-    }
-    let lanes: Vec<(String, i64, i64)> = sqlx::query_as(LANES).bind(queue).fetch_all(db).await?;
-    for (q, blocked, active) in lanes {
-        if let Some(i) = find(&mut out, &q) {
-            (out[i].blocked_lanes, out[i].active_lanes) = (blocked, active);
-        }
-    }
-    let runs: Vec<(String, Option<f64>)> =
-        sqlx::query_as(RUN_TIME).bind(queue).fetch_all(db).await?;
-    for (q, avg) in runs {
-        if let Some(i) = find(&mut out, &q) {
-            out[i].avg_run_ms = avg.unwrap_or(0.0);
-        }
-    }
-    let oldest: Vec<(String, Option<i64>)> =
-        sqlx::query_as(OLDEST).bind(queue).fetch_all(db).await?;
-    for (q, ms) in oldest {
-        if let Some(i) = find(&mut out, &q) {
-            out[i].oldest_ready_ms = ms.unwrap_or(0);
-        }
-    }
-    Ok(out)
+        .collect())
 }
 
-/// Jobs that could be leased now, counted up to `upto`.
-pub async fn ready(db: &PgPool, queue: Option<&str>, upto: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(READY)
-        .bind(queue)
-        .bind(upto)
-        .fetch_one(db)
-        .await?
-        .unwrap_or(0))
+/// Jobs that could be leased now in `queue` (every queue when `None`), paused queues left out.
+pub async fn ready(db: &PgPool, queue: Option<&str>) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT coalesce(sum(c.ready), 0)::int8 AS "ready!" FROM queue_counts c
+           JOIN queues q ON q.name = c.queue
+           WHERE NOT q.paused AND ($1::text IS NULL OR c.queue = $1)"#,
+        queue
+    )
+    .fetch_one(db)
+    .await?)
 }

@@ -10,13 +10,11 @@
 
 pub mod http;
 pub mod rpc;
-mod running;
 pub mod sampler;
 
-use crate::db::gauges;
-use crate::db::jobs::{JobRow, JobState};
+use crate::db::states::JobState;
+use crate::db::transitions::lease::Leased;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Jobs enqueued (idempotent repeats not counted), by `queue`.
@@ -112,66 +110,37 @@ pub fn enqueued(queue: &str) {
     }
 }
 
-/// A job was leased to an agent: records its wait and remembers it for its outcome.
-pub fn leased(job: &JobRow) {
+/// A job was leased to an agent: records how long it waited since it was due.
+pub fn leased(job: &Leased) {
     if !enabled() {
         return;
     }
-    if let Some(started) = job.started_at {
-        let waited = (started - job.run_at)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0);
-        ::metrics::histogram!(WAIT, "queue" => job.queue.clone()).record(waited as f64 / 1e6);
-    }
-    running::insert(job.id, &job.queue);
+    let waited = (job.started_at - job.run_at)
+        .num_microseconds()
+        .unwrap_or(0)
+        .max(0);
+    ::metrics::histogram!(WAIT, "queue" => job.queue.clone()).record(waited as f64 / 1e6);
 }
 
-/// Job `id` was completed by its agent.
-pub async fn completed(pool: &PgPool, id: i64) {
-    if !enabled() {
-        return;
-    }
-    let (queue, took) = match running::take(id) {
-        Some((queue, took)) => (queue, Some(took.as_secs_f64())),
-        // Leased through another replica, or before a restart: ask the database once.
-        None => match gauges::run_of(pool, id).await {
-            Ok(Some(run)) => run,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(job.id = id, error = %e, "no queue for the completion metric");
-                return;
-            }
-        },
-    };
-    count(COMPLETED, &queue);
-    if let Some(s) = took {
-        ::metrics::histogram!(DURATION, "queue" => queue).record(s);
-    }
-}
-
-/// An attempt of job `id` ended badly (Fail) and the job is now `state`; a `release` gave it
-/// back without counting the attempt.
-pub async fn attempt_ended(pool: &PgPool, id: i64, state: JobState, release: bool) {
-    if !enabled() {
-        return;
-    }
-    let queue = match running::take(id) {
-        Some((queue, _)) => queue,
-        None => match gauges::run_of(pool, id).await {
-            Ok(Some((queue, _))) => queue,
-            _ => return,
-        },
-    };
-    if !(release && state == JobState::Pending) {
-        outcome(&queue, state);
-    }
-}
-
-/// The reaper returned job `id` of `queue`, whose lease lapsed; it is now `state`.
-pub fn lease_expired(queue: &str, id: i64, state: JobState) {
+/// A job of `queue` was completed by its agent after running `run_ms`.
+pub fn completed(queue: &str, run_ms: f64) {
     if enabled() {
-        running::take(id);
+        count(COMPLETED, queue);
+        ::metrics::histogram!(DURATION, "queue" => queue.to_owned()).record(run_ms / 1000.0);
+    }
+}
+
+/// An attempt of a job of `queue` ended badly (Fail) and the job is now `state`; a
+/// `released` job went back without counting the attempt.
+pub fn attempt_ended(queue: &str, state: JobState, released: bool) {
+    if enabled() && !released {
+        outcome(queue, state);
+    }
+}
+
+/// The reaper ended the lapsed lease of a job of `queue`; it is now `state`.
+pub fn lease_expired(queue: &str, state: JobState) {
+    if enabled() {
         count(LEASE_EXPIRIES, queue);
         outcome(queue, state);
     }
@@ -186,7 +155,7 @@ pub fn cancelled(queue: &str) {
 
 fn outcome(queue: &str, state: JobState) {
     match state {
-        JobState::Pending => count(RETRIED, queue),
+        JobState::Scheduled | JobState::Pending => count(RETRIED, queue),
         JobState::Failed => count(FAILED, queue),
         JobState::Cancelled => count(CANCELLED, queue),
         JobState::Completed => count(COMPLETED, queue),

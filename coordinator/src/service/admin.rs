@@ -2,10 +2,10 @@
 //! webhook deliveries (list, replay).
 
 use super::{Ctx, convert};
-use crate::db::lanes::{self, LaneId};
+use crate::db::agents;
 use crate::db::outbox::{self, Filter};
 use crate::db::queues::{self, FailurePolicy, SettingsPatch};
-use crate::db::{agents, jobs};
+use crate::db::transitions::{purge, unblock};
 use crate::error::Error;
 use crate::validate;
 use lanes_proto::v1 as pb;
@@ -30,7 +30,6 @@ impl Admin {
     ) -> Result<Response<pb::QueueSettings>, Status> {
         validate::queue_name(queue)?;
         let s = queues::update(&self.ctx.pool, queue, &p).await?;
-        crate::db::lease::forget_capped();
         Ok(Response::new(convert::settings(s)))
     }
 }
@@ -144,11 +143,15 @@ impl AdminService for Admin {
             paused: None,
             failure_policy: r.failure_policy.map(policy).transpose()?.flatten(),
         };
-        if r.max_pending.is_some_and(|n| n < 0) || r.max_running.is_some_and(|n| n < 0) {
-            return Err(Error::Invalid(
-                "max_pending and max_running must be ≥ 0 (0 = unlimited)".into(),
-            )
-            .into());
+        // Negative limits are refused here; every other range is checked with the merged
+        // settings (queues::update).
+        if let Some(n) = r.max_pending {
+            lanes_proto::limits::settings::MAX_PENDING.check(n).map_err(Error::from)?;
+        }
+        if let Some(n) = r.max_running {
+            lanes_proto::limits::settings::MAX_RUNNING
+                .check(n.into())
+                .map_err(Error::from)?;
         }
         self.patch(&r.queue, patch).await
     }
@@ -183,7 +186,7 @@ impl AdminService for Admin {
                 },
             )
             .await?;
-        let ready = crate::db::stats::ready(&self.ctx.pool, Some(&queue), 1000).await?;
+        let ready = crate::db::stats::ready(&self.ctx.pool, Some(&queue)).await?;
         self.ctx.waker.request(Some(&queue), ready, "wake");
         Ok(out)
     }
@@ -232,12 +235,9 @@ impl AdminService for Admin {
     ) -> Result<Response<pb::UnblockLaneResponse>, Status> {
         let r = req.into_inner();
         validate::queue_name(&r.queue)?;
-        let lane = validate::optional_key("lane key", &r.lane)?
+        let lane = validate::optional_key("lane", &r.lane)?
             .ok_or_else(|| Error::Invalid("lane is empty".into()))?;
-        let id = LaneId::new(&r.queue, &lane);
-        let mut tx = self.ctx.pool.begin().await.map_err(Error::from)?;
-        let failed = lanes::unblock(&mut tx, &id).await?;
-        tx.commit().await.map_err(Error::from)?;
+        let failed = unblock::unblock(&self.ctx.pool, &r.queue, &lane).await?;
         let failed_job_id = failed.ok_or_else(|| {
             Error::Precondition(format!("lane {lane} of queue {} is not blocked", r.queue))
         })?;
@@ -256,7 +256,7 @@ impl AdminService for Admin {
             .filter(|h| (0..=24 * 3650).contains(h))
             .ok_or_else(|| Error::Invalid("older_than_hours must be 0-87600".into()))?;
         let queue = (!r.queue.is_empty()).then_some(r.queue.as_str());
-        let deleted = jobs::purge(&self.ctx.pool, queue, hours).await?;
+        let deleted = purge::purge(&self.ctx.pool, queue, hours).await?;
         tracing::info!(deleted, "purged finished jobs");
         Ok(Response::new(pb::PurgeJobsResponse { deleted }))
     }

@@ -1,9 +1,15 @@
 //! `lanes.v1.AgentService`: what agents call to lease, heartbeat, report and sleep.
 
 use super::{Ctx, convert};
-use crate::db::{agents, failure, lease};
+use crate::db::agents;
+use crate::db::transitions::complete::{self, Completed};
+use crate::db::transitions::complete_and_lease::complete_and_lease;
+use crate::db::transitions::fail::{self, AttemptEnd, Failure};
+use crate::db::transitions::heartbeat;
+use crate::db::transitions::lease::{self, Leased, Leaser};
 use crate::error::Error;
 use crate::validate;
+use lanes_proto::limits;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::agent_service_server::AgentService;
 use std::pin::Pin;
@@ -26,47 +32,51 @@ impl Agents {
     /// Leases one job. When nothing is ready the agent is marked asleep first and the lease
     /// tried once more: an enqueue that committed before the mark is seen by the second try,
     /// one that commits after it finds the agent asleep and wakes it. No lost wake-up.
-    async fn lease_or_sleep(
-        &self,
-        who: &lease::Leaser<'_>,
-    ) -> Result<Option<pb::LeasedJob>, Error> {
-        if let Some(job) = lease::lease_one(&self.ctx.pool, who).await? {
+    async fn lease_or_sleep(&self, who: Leaser<'_>) -> Result<Option<pb::LeasedJob>, Error> {
+        if let Some(job) = lease::lease(&self.ctx.pool, who).await? {
             return Ok(Some(hand_out(job)));
         }
         agents::set_asleep(&self.ctx.pool, who.agent_id, true).await?;
-        let job = lease::lease_one(&self.ctx.pool, who).await?;
-        Ok(job.map(hand_out))
+        Ok(lease::lease(&self.ctx.pool, who).await?.map(hand_out))
     }
 
-    /// Records the agent as awake, since it just got a job. The statement matches no row
-    /// when it already is, so it costs a probe, not a write. (No in-memory shortcut: after a
-    /// failover another replica may have marked it asleep.)
-    async fn mark_awake(&self, agent_id: &str) -> Result<(), Error> {
-        agents::set_asleep(&self.ctx.pool, agent_id, false).await?;
-        Ok(())
-    }
-
-    fn result_json(&self, text: &str) -> Result<serde_json::Value, Error> {
+    fn result_text(&self, text: &str) -> Result<String, Error> {
         validate::json("result", text, self.ctx.max_payload_bytes, true)
     }
 }
 
-/// A leased job as the agent gets it, noted for the metrics (its wait, its queue).
-fn hand_out(job: lease::Leased) -> pb::LeasedJob {
-    crate::metrics::leased(&job.job);
+/// A leased job as the agent gets it, noted for the metrics (its wait).
+fn hand_out(job: Leased) -> pb::LeasedJob {
+    crate::metrics::leased(&job);
     convert::leased(job)
 }
 
-fn next_leaser<'a>(
-    want: bool,
+/// The leaser of a request: its agent, queues and request id, checked.
+fn leaser<'a>(
     agent_id: &'a str,
     queues: &'a [String],
-) -> Result<Option<lease::Leaser<'a>>, Error> {
-    if !want {
-        return Ok(None);
+    request_id: &'a str,
+) -> Result<Leaser<'a>, Error> {
+    limits::agent(agent_id, queues)?;
+    Ok(Leaser {
+        agent_id,
+        queues,
+        request_id: limits::request_id(request_id)?,
+    })
+}
+
+/// How an attempt ended, from a FailRequest's flags: cancellation wins even over a release
+/// (handed back, the job would be pending, and a pending job is cancelled at once).
+fn attempt_end(r: &pb::FailRequest) -> AttemptEnd {
+    if r.cancelled {
+        AttemptEnd::Cancelled
+    } else if r.release {
+        AttemptEnd::Released
+    } else if r.retryable {
+        AttemptEnd::Retryable
+    } else {
+        AttemptEnd::Permanent
     }
-    validate::agent(agent_id, queues)?;
-    Ok(Some(lease::Leaser { agent_id, queues }))
 }
 
 type WakeStreamOut = Pin<Box<dyn Stream<Item = Result<pb::WakeEvent, Status>> + Send>>;
@@ -79,15 +89,10 @@ impl AgentService for Agents {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let r = req.into_inner();
-        validate::agent(&r.agent_id, &r.queues)?;
-        let who = lease::Leaser {
-            agent_id: &r.agent_id,
-            queues: &r.queues,
-        };
-        let job = self.lease_or_sleep(&who).await?;
+        let who = leaser(&r.agent_id, &r.queues, &r.request_id)?;
+        let job = self.lease_or_sleep(who).await?;
         if let Some(j) = &job {
             tracing::debug!(job.id = j.id, queue = %j.queue, lane = %j.lane, token = j.lease_token, "leased");
-            self.mark_awake(&r.agent_id).await?;
         }
         Ok(Response::new(pb::LeaseResponse { job }))
     }
@@ -98,24 +103,26 @@ impl AgentService for Agents {
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = req.into_inner();
-        if let Some(p) = r.progress_percent.filter(|p| !(0..=100).contains(p)) {
-            return Err(Error::Invalid(format!("progress_percent is {p}; allowed 0-100")).into());
-        }
+        let percent = r
+            .progress_percent
+            .map(|p| limits::PROGRESS_PERCENT.check_i32(p.into()))
+            .transpose()
+            .map_err(Error::from)?;
         let message = r
             .progress_message
             .as_deref()
-            .map(|m| validate::tail(m, validate::MAX_PROGRESS_MESSAGE));
-        let (cancel_requested, expires) = lease::heartbeat(
+            .map(|m| limits::tail(m, limits::MAX_PROGRESS_MESSAGE));
+        let beat = heartbeat::heartbeat(
             &self.ctx.pool,
             r.job_id,
             r.lease_token,
-            r.progress_percent,
+            percent,
             message.as_deref(),
         )
         .await?;
         Ok(Response::new(pb::HeartbeatResponse {
-            cancel_requested,
-            lease_expires_at: Some(convert::ts(expires)),
+            cancel_requested: beat.cancel_requested,
+            lease_expires_at: Some(convert::ts(beat.expires_at)),
         }))
     }
 
@@ -125,16 +132,19 @@ impl AgentService for Agents {
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
         let r = req.into_inner();
-        let result = self.result_json(&r.result)?;
-        let next = next_leaser(r.lease_next, &r.agent_id, &r.queues)?;
+        let result = self.result_text(&r.result)?;
         let (id, token) = (r.job_id, r.lease_token);
-        let leased = match &self.ctx.completer {
-            Some(batcher) => batcher.complete(id, token, result, next.as_ref()).await?,
-            None => lease::complete(&self.ctx.pool, id, token, result, next.as_ref()).await?,
+        let (done, next) = if r.lease_next {
+            let who = leaser(&r.agent_id, &r.queues, &r.request_id)?;
+            complete_and_lease(&self.ctx.pool, id, token, &result, who).await?
+        } else {
+            (complete::complete(&self.ctx.pool, id, token, &result).await?, None)
         };
-        crate::metrics::completed(&self.ctx.pool, id).await;
+        if let Some(Completed { queue, run_ms }) = &done {
+            crate::metrics::completed(queue, *run_ms);
+        }
         Ok(Response::new(pb::CompleteResponse {
-            next: leased.map(hand_out),
+            next: next.map(hand_out),
         }))
     }
 
@@ -144,30 +154,33 @@ impl AgentService for Agents {
         req: Request<pb::FailRequest>,
     ) -> Result<Response<pb::FailResponse>, Status> {
         let r = req.into_inner();
-        if r.retry_after_ms.is_some_and(|ms| ms < 0) {
-            return Err(Error::Invalid("retry_after_ms must not be negative".into()).into());
-        }
-        let next = next_leaser(r.lease_next, &r.agent_id, &r.queues)?;
-        let failure = failure::Failure {
-            error: validate::tail(&r.error, validate::MAX_ERROR),
-            retryable: r.retryable,
-            retry_after_ms: r.retry_after_ms,
-            release: r.release,
-            cancelled: r.cancelled,
-            only_if_expired: false,
+        let retry_after_ms = r
+            .retry_after_ms
+            .map(|ms| limits::RETRY_AFTER_MS.check(ms))
+            .transpose()
+            .map_err(Error::from)?;
+        let failure = Failure {
+            end: attempt_end(&r),
+            error: limits::tail(&r.error, limits::MAX_ERROR),
+            retry_after_ms,
         };
-        let (state, leased) = failure::fail(
-            &self.ctx.pool,
-            r.job_id,
-            r.lease_token,
-            &failure,
-            next.as_ref(),
-        )
-        .await?;
-        crate::metrics::attempt_ended(&self.ctx.pool, r.job_id, state, r.release).await;
+        let (id, token) = (r.job_id, r.lease_token);
+        let (failed, next) = if r.lease_next {
+            let who = leaser(&r.agent_id, &r.queues, &r.request_id)?;
+            fail::fail_and_lease(&self.ctx.pool, id, token, &failure, who).await?
+        } else {
+            (fail::fail(&self.ctx.pool, id, token, &failure).await?, None)
+        };
+        if failed.now {
+            crate::metrics::attempt_ended(&failed.queue, failed.state, r.release);
+        }
+        if matches!(failed.state, crate::db::states::JobState::Scheduled | crate::db::states::JobState::Pending) {
+            // A retry waits for its backoff: the promoter wakes when it falls due.
+            self.ctx.promoter.scheduled();
+        }
         Ok(Response::new(pb::FailResponse {
-            state: convert::state(state) as i32,
-            next: leased.map(hand_out),
+            state: convert::state(failed.state) as i32,
+            next: next.map(hand_out),
         }))
     }
 
@@ -179,7 +192,7 @@ impl AgentService for Agents {
         req: Request<pb::WakeStreamRequest>,
     ) -> Result<Response<WakeStreamOut>, Status> {
         let r = req.into_inner();
-        validate::agent(&r.agent_id, &r.queues)?;
+        limits::agent(&r.agent_id, &r.queues).map_err(Error::from)?;
         let (tx, rx) = mpsc::channel(4);
         let stream_id = self.ctx.waker.subscribe(&r.agent_id, &r.queues, tx).await?;
         tracing::info!(agent.id = %r.agent_id, queues = ?r.queues, "agent connected");

@@ -1,20 +1,18 @@
 //! `lanes.v1.ClientService`: enqueue, inspect, cancel, retry, stats and wake.
 
 use super::{Ctx, convert};
-use crate::db::jobs::{self, NewJob};
-use crate::db::{agents, queues, stats};
+use crate::db::states::JobState;
+use crate::db::transitions::enqueue::{self, NewJob};
+use crate::db::transitions::{cancel, retry};
+use crate::db::{agents, jobs, queues, stats};
 use crate::error::{Error, retry_conflicts};
 use crate::validate;
 use chrono::{Duration, Utc};
+use lanes_proto::limits;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::client_service_server::ClientService;
 use std::collections::BTreeMap;
 use tonic::{Request, Response, Status};
-
-/// Largest accepted priority magnitude.
-const MAX_PRIORITY: i32 = 1000;
-/// Longest accepted delay: one year.
-const MAX_DELAY_S: i64 = 366 * 24 * 3600;
 
 /// The client-facing service.
 pub struct Clients {
@@ -30,17 +28,8 @@ impl Clients {
     fn new_job(&self, r: pb::EnqueueRequest, trace: Option<&Trace>) -> Result<NewJob, Error> {
         validate::queue_name(&r.queue)?;
         let payload = validate::json("payload", &r.payload, self.ctx.max_payload_bytes, false)?;
-        if r.priority.abs() > MAX_PRIORITY {
-            return Err(Error::Invalid(format!(
-                "priority is {}; allowed -{MAX_PRIORITY}..{MAX_PRIORITY} (high = 10, normal = 0, low = -10)",
-                r.priority
-            )));
-        }
-        if !(0..=MAX_DELAY_S).contains(&r.delay_seconds) {
-            return Err(Error::Invalid(format!(
-                "delay_seconds must be 0-{MAX_DELAY_S}"
-            )));
-        }
+        limits::PRIORITY.check(r.priority.into())?;
+        limits::DELAY_SECONDS.check(r.delay_seconds)?;
         let run_at = match (&r.run_at, r.delay_seconds) {
             (Some(_), d) if d != 0 => {
                 return Err(Error::Invalid(
@@ -55,8 +44,8 @@ impl Clients {
             (None, d) => Some(Utc::now() + Duration::seconds(d)),
         };
         Ok(NewJob {
-            lane: validate::optional_key("lane key", &r.lane)?,
-            idempotency_key: validate::optional_key("idempotency key", &r.idempotency_key)?,
+            lane: validate::optional_key("lane", &r.lane)?,
+            idempotency_key: validate::optional_key("idempotency_key", &r.idempotency_key)?,
             callback_url: validate::callback_url(
                 "callback_url",
                 &r.callback_url,
@@ -73,7 +62,7 @@ impl Clients {
             },
             tracestate: trace.and_then(|(_, ts)| (!ts.is_empty()).then(|| ts.clone())),
             queue: r.queue,
-            payload: payload.to_string(),
+            payload,
             priority: r.priority,
             run_at,
         })
@@ -94,13 +83,10 @@ impl Clients {
         for q in queues {
             self.ctx.known_queue(q).await?;
         }
-        let done = retry_conflicts(|| async {
-            let mut tx = self.ctx.pool.begin().await?;
-            let done = jobs::enqueue(&mut tx, &new).await?;
-            tx.commit().await?;
-            Ok(done)
-        })
-        .await?;
+        let done = retry_conflicts(|| enqueue::enqueue(&self.ctx.pool, &new)).await?;
+        if new.iter().any(|j| j.run_at.is_some()) {
+            self.ctx.promoter.scheduled();
+        }
         for e in done.iter().filter(|e| e.created) {
             crate::metrics::enqueued(&e.job.queue);
         }
@@ -182,8 +168,7 @@ impl ClientService for Clients {
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
         let job = jobs::get(&self.ctx.pool, req.get_ref().id).await?;
-        let mut conn = self.ctx.pool.acquire().await.map_err(Error::from)?;
-        let position_in_lane = jobs::position(&mut conn, &job).await?;
+        let position_in_lane = jobs::position(&self.ctx.pool, &job).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(convert::job(job)),
             position_in_lane,
@@ -206,7 +191,7 @@ impl ClientService for Clients {
         let filter = jobs::ListFilter {
             queue: (!r.queue.is_empty()).then_some(r.queue),
             lane: (!r.lane.is_empty()).then_some(r.lane),
-            state: convert::db_state(state),
+            states: convert::db_states(state),
             before_id: (r.page_token > 0).then_some(r.page_token),
             limit,
         };
@@ -227,8 +212,8 @@ impl ClientService for Clients {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
-        let job = jobs::cancel(&self.ctx.pool, req.get_ref().id).await?;
-        if job.state == jobs::JobState::Cancelled {
+        let job = cancel::cancel(&self.ctx.pool, req.get_ref().id).await?;
+        if job.state == JobState::Cancelled {
             crate::metrics::cancelled(&job.queue);
         }
         // The lane may have a new ready head now.
@@ -245,7 +230,7 @@ impl ClientService for Clients {
         &self,
         req: Request<pb::RetryJobRequest>,
     ) -> Result<Response<pb::RetryJobResponse>, Status> {
-        let job = jobs::retry(&self.ctx.pool, req.get_ref().id).await?;
+        let job = retry::retry(&self.ctx.pool, req.get_ref().id).await?;
         self.ctx.waker.request(Some(&job.queue), 1, "enqueue");
         Ok(Response::new(pb::RetryJobResponse {
             job: Some(convert::job(job)),
@@ -267,14 +252,14 @@ impl ClientService for Clients {
             .into_iter()
             .map(|c| {
                 let counts = pb::StateCounts {
-                    pending: c.pending,
+                    pending: c.scheduled + c.pending,
                     running: c.running,
                     completed: c.completed,
                     failed: c.failed,
                     cancelled: c.cancelled,
                     ready: c.ready,
                 };
-                totals.pending += c.pending;
+                totals.pending += c.scheduled + c.pending;
                 totals.running += c.running;
                 totals.completed += c.completed;
                 totals.failed += c.failed;
@@ -328,7 +313,7 @@ impl ClientService for Clients {
         };
         let (mut ready, mut woken) = (0, 0);
         for q in &queues {
-            let n = stats::ready(&self.ctx.pool, Some(q), 10_000).await?;
+            let n = stats::ready(&self.ctx.pool, Some(q)).await?;
             ready += n;
             if n > 0 && budget > 0 {
                 let w = self

@@ -1,9 +1,10 @@
 //! Rows to protobuf messages.
 
-use crate::db::jobs::{JobRow, JobState};
-use crate::db::lease::Leased;
+use crate::db::jobs::JobRow;
 use crate::db::outbox::Delivery;
 use crate::db::queues::{FailurePolicy, QueueSettings};
+use crate::db::states::{DeliveryState, JobState};
+use crate::db::transitions::lease::Leased;
 use chrono::{DateTime, Duration, Utc};
 use lanes_proto::v1 as pb;
 use prost_types::Timestamp;
@@ -21,10 +22,11 @@ pub fn from_ts(t: &Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
 }
 
-/// The protobuf enum of a job state.
+/// The protobuf enum of a job state. The API has no "scheduled": it is a pending job whose
+/// `run_at` is in the future.
 pub fn state(s: JobState) -> pb::JobState {
     match s {
-        JobState::Pending => pb::JobState::Pending,
+        JobState::Scheduled | JobState::Pending => pb::JobState::Pending,
         JobState::Running => pb::JobState::Running,
         JobState::Completed => pb::JobState::Completed,
         JobState::Failed => pb::JobState::Failed,
@@ -32,15 +34,15 @@ pub fn state(s: JobState) -> pb::JobState {
     }
 }
 
-/// The database state of a protobuf enum (`None` for unspecified).
-pub fn db_state(s: pb::JobState) -> Option<JobState> {
+/// The database states a protobuf state stands for (none: any state).
+pub fn db_states(s: pb::JobState) -> Vec<JobState> {
     match s {
-        pb::JobState::Unspecified => None,
-        pb::JobState::Pending => Some(JobState::Pending),
-        pb::JobState::Running => Some(JobState::Running),
-        pb::JobState::Completed => Some(JobState::Completed),
-        pb::JobState::Failed => Some(JobState::Failed),
-        pb::JobState::Cancelled => Some(JobState::Cancelled),
+        pb::JobState::Unspecified => vec![],
+        pb::JobState::Pending => vec![JobState::Scheduled, JobState::Pending],
+        pb::JobState::Running => vec![JobState::Running],
+        pb::JobState::Completed => vec![JobState::Completed],
+        pb::JobState::Failed => vec![JobState::Failed],
+        pb::JobState::Cancelled => vec![JobState::Cancelled],
     }
 }
 
@@ -50,7 +52,7 @@ pub fn job(j: JobRow) -> pb::Job {
         id: j.id,
         queue: j.queue,
         lane: j.lane_key.unwrap_or_default(),
-        payload: j.payload.to_string(),
+        payload: j.payload,
         priority: j.priority,
         state: state(j.state) as i32,
         attempt: j.attempt,
@@ -59,7 +61,7 @@ pub fn job(j: JobRow) -> pb::Job {
         idempotency_key: j.idempotency_key.unwrap_or_default(),
         progress_percent: j.progress_percent.unwrap_or(0),
         progress_message: j.progress_message.unwrap_or_default(),
-        result: j.result.map(|r| r.to_string()).unwrap_or_default(),
+        result: j.result.unwrap_or_default(),
         last_error: j.last_error.unwrap_or_default(),
         cancel_requested: j.cancel_requested,
         created_at: Some(ts(j.created_at)),
@@ -74,20 +76,19 @@ pub fn job(j: JobRow) -> pb::Job {
 
 /// A job handed to an agent.
 pub fn leased(l: Leased) -> pb::LeasedJob {
-    let started = l.job.started_at.unwrap_or_else(Utc::now);
     pb::LeasedJob {
-        id: l.job.id,
-        queue: l.job.queue,
-        lane: l.job.lane_key.unwrap_or_default(),
-        payload: l.job.payload.to_string(),
-        attempt: l.job.attempt,
-        max_attempts: l.job.max_attempts,
-        lease_token: l.job.lease_token.unwrap_or_default(),
-        lease_expires_at: l.job.lease_expires_at.map(ts),
-        deadline: Some(ts(started + Duration::milliseconds(l.job_timeout_ms))),
-        traceparent: l.job.traceparent.unwrap_or_default(),
+        id: l.id,
+        queue: l.queue,
+        lane: l.lane_key.unwrap_or_default(),
+        payload: l.payload,
+        attempt: l.attempt,
+        max_attempts: l.max_attempts,
+        lease_token: l.lease_token,
+        lease_expires_at: Some(ts(l.lease_expires_at)),
+        deadline: Some(ts(l.started_at + Duration::milliseconds(l.job_timeout_ms))),
+        traceparent: l.traceparent.unwrap_or_default(),
         lease_ttl_ms: l.lease_ttl_ms,
-        tracestate: l.job.tracestate.unwrap_or_default(),
+        tracestate: l.tracestate.unwrap_or_default(),
     }
 }
 
@@ -114,27 +115,26 @@ pub fn settings(s: QueueSettings) -> pb::QueueSettings {
     }
 }
 
-/// The protobuf enum of an outbox state (`Unspecified` for one this build does not know).
-pub fn delivery_state(s: &str) -> pb::DeliveryState {
+/// The protobuf enum of a delivery state.
+pub fn delivery_state(s: DeliveryState) -> pb::DeliveryState {
     match s {
-        "pending" => pb::DeliveryState::Pending,
-        "delivering" => pb::DeliveryState::Delivering,
-        "delivered" => pb::DeliveryState::Delivered,
-        "failed" => pb::DeliveryState::Failed,
-        "disabled" => pb::DeliveryState::Disabled,
-        _ => pb::DeliveryState::Unspecified,
+        DeliveryState::Pending => pb::DeliveryState::Pending,
+        DeliveryState::Delivering => pb::DeliveryState::Delivering,
+        DeliveryState::Delivered => pb::DeliveryState::Delivered,
+        DeliveryState::Failed => pb::DeliveryState::Failed,
+        DeliveryState::Disabled => pb::DeliveryState::Disabled,
     }
 }
 
-/// The outbox state of a protobuf enum (`None` for unspecified).
-pub fn db_delivery_state(s: pb::DeliveryState) -> Option<&'static str> {
+/// The delivery state of a protobuf enum (`None` for unspecified).
+pub fn db_delivery_state(s: pb::DeliveryState) -> Option<DeliveryState> {
     match s {
         pb::DeliveryState::Unspecified => None,
-        pb::DeliveryState::Pending => Some("pending"),
-        pb::DeliveryState::Delivering => Some("delivering"),
-        pb::DeliveryState::Delivered => Some("delivered"),
-        pb::DeliveryState::Failed => Some("failed"),
-        pb::DeliveryState::Disabled => Some("disabled"),
+        pb::DeliveryState::Pending => Some(DeliveryState::Pending),
+        pb::DeliveryState::Delivering => Some(DeliveryState::Delivering),
+        pb::DeliveryState::Delivered => Some(DeliveryState::Delivered),
+        pb::DeliveryState::Failed => Some(DeliveryState::Failed),
+        pb::DeliveryState::Disabled => Some(DeliveryState::Disabled),
     }
 }
 
@@ -142,7 +142,7 @@ pub fn db_delivery_state(s: pb::DeliveryState) -> Option<&'static str> {
 pub fn delivery(d: Delivery) -> pb::Delivery {
     pb::Delivery {
         id: d.id,
-        state: delivery_state(&d.state) as i32,
+        state: delivery_state(d.state) as i32,
         url: redact_url(&d.url),
         event_type: d.event_type,
         job_id: d.job_id.unwrap_or(0),

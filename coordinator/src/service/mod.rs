@@ -8,8 +8,8 @@ pub mod client;
 mod convert;
 pub mod scaler;
 
-use crate::batch::Completer;
 use crate::db::queues;
+use crate::promoter::Promoter;
 use crate::wake::Waker;
 use sqlx::PgPool;
 use std::collections::HashSet;
@@ -24,9 +24,8 @@ pub struct Ctx {
     pub waker: Arc<Waker>,
     /// Largest payload or result, in bytes.
     pub max_payload_bytes: usize,
-    /// Batches concurrent Complete calls into one transaction, when enabled
-    /// (`--complete-batch`); `None` runs each Complete on its own.
-    pub completer: Option<Completer>,
+    /// Told when this replica schedules work for later, so it is promoted on time.
+    pub promoter: Promoter,
     /// Hosts callback URLs may not point to (lower case), see `--callback-deny-hosts`.
     pub callback_deny_hosts: Arc<Vec<String>>,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
@@ -34,16 +33,10 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Builds the shared context; `complete_batch` > 1 turns the Complete batcher on with
-    /// batches of at most that many calls.
-    pub fn new(
-        pool: PgPool,
-        waker: Arc<Waker>,
-        max_payload_bytes: usize,
-        complete_batch: usize,
-    ) -> Self {
+    /// Builds the shared context.
+    pub fn new(pool: PgPool, waker: Arc<Waker>, promoter: Promoter, max_payload_bytes: usize) -> Self {
         Ctx {
-            completer: (complete_batch > 1).then(|| Completer::start(pool.clone(), complete_batch)),
+            promoter,
             pool,
             waker,
             max_payload_bytes,

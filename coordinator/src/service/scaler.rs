@@ -23,9 +23,6 @@ use tonic::{Request, Response, Status};
 
 /// The one metric this scaler serves.
 pub const METRIC: &str = "lanes_jobs";
-/// Ready jobs counted per queue at most: far past any sensible maxReplicaCount, and it
-/// bounds the count's cost.
-const CAP: i64 = 100_000;
 /// Largest accepted `targetJobsPerAgent`.
 const MAX_TARGET: i64 = 1_000_000;
 
@@ -84,7 +81,7 @@ fn trigger(r: Option<&pb::ScaledObjectRef>) -> Result<Trigger, Error> {
 }
 
 async fn count(ctx: &Ctx, t: &Trigger) -> Result<i64, Error> {
-    gauges::needing_agent(&ctx.pool, &t.queues, CAP).await
+    gauges::needing_agent(&ctx.pool, &t.queues).await
 }
 
 type ActiveStream = Pin<Box<dyn Stream<Item = Result<pb::IsActiveResponse, Status>> + Send>>;

@@ -142,6 +142,7 @@ async fn drain(
                     .lease(pb::LeaseRequest {
                         agent_id: id.clone(),
                         queues: queues.clone(),
+                        request_id: String::new(),
                     })
                     .await?
                     .into_inner();
@@ -163,6 +164,7 @@ async fn drain(
                 lease_next,
                 agent_id: id.clone(),
                 queues: queues.clone(),
+                request_id: String::new(),
             })
             .await?
             .into_inner();
@@ -287,6 +289,7 @@ async fn pickup() -> anyhow::Result<()> {
             .lease(pb::LeaseRequest {
                 agent_id: id.clone(),
                 queues: queues.clone(),
+                request_id: String::new(),
             })
             .await?
             .into_inner();
@@ -307,6 +310,7 @@ async fn pickup() -> anyhow::Result<()> {
             .lease(pb::LeaseRequest {
                 agent_id: id.clone(),
                 queues: queues.clone(),
+                request_id: String::new(),
             })
             .await?
             .into_inner();

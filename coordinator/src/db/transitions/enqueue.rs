@@ -1,0 +1,80 @@
+//! Enqueue (`enqueue.sql`): the jobs of one request, all or nothing, in one round trip.
+//! Keyed jobs join their lanes; a repeated idempotency key returns the existing job.
+
+use crate::db::jobs::JobRow;
+use crate::error::{Error, Result};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// A job to enqueue, already checked against the limits.
+#[derive(Debug, Clone, Default)]
+#[allow(missing_docs)]
+pub struct NewJob {
+    pub queue: String,
+    pub lane: Option<String>,
+    /// JSON text, kept as it is.
+    pub payload: String,
+    pub priority: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    pub callback_url: Option<String>,
+    pub failure_callback_url: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+/// The outcome of enqueueing one job.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    /// The new job, or the existing one for a repeated idempotency key.
+    pub job: JobRow,
+    /// False when an existing job was returned.
+    pub created: bool,
+    /// Unfinished jobs of the lane ahead of this one; -1 for unkeyed jobs.
+    pub position_in_lane: i64,
+    /// This enqueue made a job leasable right now (wake an agent).
+    pub ready_now: bool,
+}
+
+/// Enqueues `jobs` (their queues exist) in one transaction; the results come in input order.
+/// A queue pushed past its `max_pending` refuses the whole request (`RESOURCE_EXHAUSTED`).
+pub async fn enqueue(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+    let col = |f: fn(&NewJob) -> Option<&str>| jobs.iter().map(f).collect::<Vec<_>>();
+    let rows = sqlx::query!(
+        r#"SELECT o_created AS "created!", o_position_in_lane AS "position_in_lane!",
+                  o_ready AS "ready_now!", o_job AS "job!: JobRow"
+           FROM transitions.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+        &jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>() as &[&str],
+        &col(|j| j.lane.as_deref()) as &[Option<&str>],
+        &jobs.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>() as &[&str],
+        &jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
+        &jobs.iter().map(|j| j.run_at).collect::<Vec<_>>() as &[Option<DateTime<Utc>>],
+        &col(|j| j.idempotency_key.as_deref()) as &[Option<&str>],
+        &col(|j| j.callback_url.as_deref()) as &[Option<&str>],
+        &col(|j| j.failure_callback_url.as_deref()) as &[Option<&str>],
+        &col(|j| j.traceparent.as_deref()) as &[Option<&str>],
+        &col(|j| j.tracestate.as_deref()) as &[Option<&str>],
+    )
+    .fetch_all(db)
+    .await
+    .map_err(full_queue)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Enqueued {
+            job: r.job,
+            created: r.created,
+            position_in_lane: r.position_in_lane,
+            ready_now: r.ready_now,
+        })
+        .collect())
+}
+
+/// A queue over its max_pending (SQLSTATE LN429) is the client's to wait for.
+fn full_queue(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("LN429") => {
+            Error::Exhausted(d.message().to_owned())
+        }
+        _ => Error::Db(e),
+    }
+}
