@@ -59,7 +59,8 @@ const DISABLED: &str = "UPDATE outbox SET state = 'disabled', last_status = $3,
     last_error = 'endpoint answered 410 Gone', lease_expires_at = NULL
   WHERE id = $1 AND attempts = $2 AND state = 'delivering'";
 
-const RETRY: &str = "UPDATE outbox SET state = $4, last_status = $3, last_error = $5,
+const RETRY: &str =
+    "UPDATE outbox SET state = $4::text::delivery_state, last_status = $3, last_error = $5,
     next_attempt_at = now() + $6 * interval '1 millisecond', lease_expires_at = NULL
   WHERE id = $1 AND attempts = $2 AND state = 'delivering'";
 

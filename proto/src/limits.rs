@@ -141,7 +141,10 @@ pub fn queue_name(field: &str, name: &str) -> Result<(), Invalid> {
     if name.len() > MAX_QUEUE_NAME {
         return Err(Invalid::new(
             field,
-            format!("{field} is {} bytes; the limit is {MAX_QUEUE_NAME}", name.len()),
+            format!(
+                "{field} is {} bytes; the limit is {MAX_QUEUE_NAME}",
+                name.len()
+            ),
         ));
     }
     if let Some(c) = name
@@ -169,7 +172,10 @@ pub fn key<'a>(field: &str, key: &'a str) -> Result<Option<&'a str>, Invalid> {
         ));
     }
     if key.contains('\0') {
-        return Err(Invalid::new(field, format!("{field} contains a NUL character")));
+        return Err(Invalid::new(
+            field,
+            format!("{field} contains a NUL character"),
+        ));
     }
     Ok(Some(key))
 }
@@ -187,7 +193,10 @@ pub fn json(field: &str, text: &str, limit: usize, empty_ok: bool) -> Result<(),
         return if empty_ok {
             Ok(())
         } else {
-            Err(Invalid::new(field, format!("{field} is empty; send JSON text")))
+            Err(Invalid::new(
+                field,
+                format!("{field} is empty; send JSON text"),
+            ))
         };
     }
     serde_json::from_str::<serde::de::IgnoredAny>(text)
@@ -215,7 +224,10 @@ pub fn agent(agent_id: &str, queues: &[String]) -> Result<(), Invalid> {
     if queues.is_empty() || queues.len() > MAX_AGENT_QUEUES {
         return Err(Invalid::new(
             "queues",
-            format!("an agent serves 1-{MAX_AGENT_QUEUES} queues (got {})", queues.len()),
+            format!(
+                "an agent serves 1-{MAX_AGENT_QUEUES} queues (got {})",
+                queues.len()
+            ),
         ));
     }
     queues.iter().try_for_each(|q| queue_name("queues", q))
@@ -259,7 +271,10 @@ mod tests {
         assert_eq!(low.field, "job_timeout_ms");
         assert_eq!(low.message, "job_timeout_ms must be ≥ 1000 (got 5)");
         let high = r.check(i64::MAX).unwrap_err();
-        assert!(high.message.starts_with("job_timeout_ms must be ≤ 604800000"));
+        assert!(
+            high.message
+                .starts_with("job_timeout_ms must be ≤ 604800000")
+        );
         assert_eq!(PRIORITY.check_i32(-1000), Ok(-1000));
         assert!(PRIORITY.check_i32(1001).is_err());
     }

@@ -2,6 +2,7 @@
 //! binaries run as child processes ([`procs`]), shared by all database and end-to-end tests.
 
 pub mod agent;
+pub mod consistency;
 pub mod coordinator;
 pub mod gateway;
 pub mod jobs;
@@ -11,6 +12,7 @@ pub mod procs;
 pub mod receiver;
 pub mod webhooks;
 
+pub use consistency::assert_lanes_agree;
 pub use coordinator::Coordinator;
 pub use nix::sys::signal::Signal;
 pub use pg::{TestDb, fresh_database, pg_bin_dir};

@@ -115,12 +115,12 @@ const TRUTH: &str = "SELECT queue, count(*) AS enqueued,
     count(*) FILTER (WHERE state = 'completed') AS completed,
     count(*) FILTER (WHERE state = 'failed') AS failed,
     count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
-    COALESCE(sum(attempt - CASE WHEN state = 'pending' OR started_at IS NULL THEN 0 ELSE 1 END), 0)::int8 AS retried,
+    COALESCE(sum(attempt - CASE WHEN state IN ('scheduled', 'pending') OR started_at IS NULL THEN 0 ELSE 1 END), 0)::int8 AS retried,
     count(*) FILTER (WHERE last_error LIKE 'lease expired%') AS expiries,
     COALESCE(sum(attempt), 0)::int8 AS leases,
     COALESCE(sum(extract(epoch FROM finished_at - started_at)) FILTER (WHERE state = 'completed'), 0)::float8 AS run_s,
-    COALESCE(sum(extract(epoch FROM started_at - run_at)) FILTER (WHERE attempt = 1 AND state <> 'pending'), 0)::float8 AS wait_once_s,
-    count(*) FILTER (WHERE attempt = 1 AND state <> 'pending') AS leased_once
+    COALESCE(sum(extract(epoch FROM started_at - run_at)) FILTER (WHERE attempt = 1 AND state NOT IN ('scheduled', 'pending')), 0)::float8 AS wait_once_s,
+    count(*) FILTER (WHERE attempt = 1 AND state NOT IN ('scheduled', 'pending')) AS leased_once
   FROM jobs GROUP BY queue ORDER BY queue";
 
 /// Where the unfinished jobs of one queue stand, computed from `jobs` alone: a lane's head is
@@ -138,7 +138,7 @@ struct Depth {
 
 const DEPTH: &str = "WITH live AS (
     SELECT j.* FROM jobs j JOIN queues q ON q.name = j.queue
-    WHERE j.state IN ('pending', 'running')
+    WHERE j.state IN ('scheduled', 'pending', 'running')
        OR (j.state = 'failed' AND j.lane_key IS NOT NULL AND q.failure_policy = 'block')
   ), ranked AS (
     SELECT queue, lane_key, state, run_at,
@@ -147,10 +147,10 @@ const DEPTH: &str = "WITH live AS (
     FROM live
   )
   SELECT q.name AS queue,
-    count(r.*) FILTER (WHERE r.state = 'pending' AND r.head AND r.run_at <= now()) AS ready,
-    count(r.*) FILTER (WHERE r.state = 'pending' AND r.head AND r.run_at > now()) AS delayed,
-    count(r.*) FILTER (WHERE r.state = 'pending' AND NOT r.head AND NOT r.stopped) AS waiting,
-    count(r.*) FILTER (WHERE r.state = 'pending' AND r.stopped) AS blocked,
+    count(r.*) FILTER (WHERE r.state IN ('scheduled', 'pending') AND r.head AND r.run_at <= now()) AS ready,
+    count(r.*) FILTER (WHERE r.state IN ('scheduled', 'pending') AND r.head AND r.run_at > now()) AS delayed,
+    count(r.*) FILTER (WHERE r.state IN ('scheduled', 'pending') AND NOT r.head AND NOT r.stopped) AS waiting,
+    count(r.*) FILTER (WHERE r.state IN ('scheduled', 'pending') AND r.stopped) AS blocked,
     count(r.*) FILTER (WHERE r.state = 'running') AS running,
     count(DISTINCT r.lane_key) FILTER (WHERE r.stopped) AS blocked_lanes
   FROM queues q LEFT JOIN ranked r ON r.queue = q.name
@@ -245,7 +245,7 @@ async fn known_run(t: &Setup, hooks: &Hooks) -> anyhow::Result<usize> {
 async fn settled(db: &PgPool) -> anyhow::Result<()> {
     eventually(SOON, "the reaper and the deliveries", async || {
         let (reaped, open): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM jobs WHERE queue = 'sweep' AND state = 'pending'),
+            "SELECT (SELECT count(*) FROM jobs WHERE queue = 'sweep' AND state IN ('scheduled', 'pending')),
                     (SELECT count(*) FROM outbox WHERE state IN ('pending', 'delivering'))",
         )
         .fetch_one(db)

@@ -259,11 +259,18 @@ async fn stale_tokens_are_rejected_and_change_nothing() -> anyhow::Result<()> {
         code(heartbeat(&t.agent, &unknown, None).await),
         Code::NotFound
     );
-    // Completion is exactly-once: the holder completes; a second report is stale.
+    // Completion is exactly-once: the holder completes; its repeat (a lost reply) is
+    // answered as the first was and changes nothing; a late Fail is stale.
     t.complete(&l).await?;
-    assert_eq!(code(t.complete(&l).await), STALE);
+    let first = t.job(id).await?;
+    t.complete(&l).await?;
     assert_eq!(code(t.fail(&l, retryable("late")).await), STALE);
+    let after = t.job(id).await?;
     assert_eq!(t.state(id).await?, Completed);
+    assert_eq!(
+        (after.finished_at, after.result, after.attempt),
+        (first.finished_at, first.result, first.attempt)
+    );
     Ok(())
 }
 
@@ -654,7 +661,7 @@ async fn list_jobs_filters_and_pages_without_gaps() -> anyhow::Result<()> {
 }
 
 /// Enqueues three jobs due in a second (so the enqueue wakes nobody) and waits until they
-/// are ready.
+/// are ready (the promoter then wakes an asleep agent, reason "tick").
 async fn three_jobs_ready_in_a_second(t: &Setup, queue: &str) -> anyhow::Result<()> {
     for _ in 0..3 {
         t.add_req(job(queue, "", "{}").delay(1)).await?;
@@ -690,6 +697,14 @@ async fn wake_wakes_asleep_agents_only_and_no_more_than_asked() -> anyhow::Resul
     assert_eq!(wake(Q, 0).await?, (0, 0, 1, 0));
     assert!(x.next(ms(300)).await?.is_none());
     three_jobs_ready_in_a_second(&t, Q).await?;
+    // Jobs falling due wake an asleep agent by themselves (the promoter)…
+    let e = x
+        .next(SOON)
+        .await?
+        .expect("x is woken as the jobs fall due");
+    assert_eq!((&*e.queue, &*e.reason), (Q, "tick"));
+    // …so x goes back to sleep (a Lease of a queue with nothing ready) to be woken by Wake.
+    assert!(t.lease("x", "elsewhere").await?.is_none());
     assert_eq!(wake(Q, 0).await?, (3, 1, 1, 0));
     let e = x.next(ms(2000)).await?.expect("x is woken");
     assert_eq!((&*e.queue, &*e.reason), (Q, "wake"));
@@ -703,6 +718,11 @@ async fn wake_wakes_asleep_agents_only_and_no_more_than_asked() -> anyhow::Resul
         assert!(t.lease(id, "pdf").await?.is_none());
     }
     three_jobs_ready_in_a_second(&t, "pdf").await?;
+    for (id, w) in [("y", &mut y), ("z", &mut z)] {
+        let e = w.next(SOON).await?.expect("woken as the jobs fall due");
+        assert_eq!(e.reason, "tick", "{id}");
+        assert!(t.lease(id, "elsewhere").await?.is_none());
+    }
     assert_eq!(wake("pdf", 1).await?, (3, 1, 2, 0));
     let (ey, ez) = tokio::join!(y.next(ms(1500)), z.next(ms(1500)));
     let (ey, ez) = (ey?, ez?);

@@ -37,9 +37,10 @@ fn without_times(mut v: Value, time_field: &str) -> anyhow::Result<Value> {
 
 async fn outbox_states(url: &str) -> anyhow::Result<Vec<(i64, String, String, i32)>> {
     let pool = sqlx::PgPool::connect(url).await?;
-    let rows = sqlx::query_as("SELECT id, event_type, state, attempts FROM outbox ORDER BY id")
-        .fetch_all(&pool)
-        .await?;
+    let rows =
+        sqlx::query_as("SELECT id, event_type, state::text, attempts FROM outbox ORDER BY id")
+            .fetch_all(&pool)
+            .await?;
     pool.close().await;
     Ok(rows)
 }

@@ -53,13 +53,6 @@ async fn lane_guarantees_hold_under_parallel_load_and_abandoned_leases() -> anyh
     run_load(&[]).await
 }
 
-/// The same load with the Complete batcher on: many completions per transaction must keep
-/// every guarantee.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lane_guarantees_hold_with_batched_completions() -> anyhow::Result<()> {
-    run_load(&["--complete-batch", "64"]).await
-}
-
 async fn run_load(coordinator_args: &[&str]) -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let coord = Coordinator::start(&db.url, coordinator_args).await?;
@@ -360,6 +353,7 @@ async fn check_stale_tokens_rejected(coord: &Coordinator, shared: &Shared) -> an
 }
 
 async fn check_database_settled(url: &str, jobs: usize) -> anyhow::Result<()> {
+    lanes_tests::assert_lanes_agree(url).await?;
     let pool = sqlx::PgPool::connect(url).await?;
     let unfinished: i64 =
         sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('pending', 'running')")

@@ -97,9 +97,9 @@ async fn outbox_row(db: &PgPool, state: &str, age_s: i64) -> anyhow::Result<i64>
     Ok(sqlx::query_scalar(
         "INSERT INTO outbox (event_type, url, payload, state, attempts, created_at,
                              next_attempt_at, delivered_at)
-         VALUES ('job.completed', 'http://127.0.0.1:9/never', '{}', $1, 1,
+         VALUES ('job.completed', 'http://127.0.0.1:9/never', '{}', $1::text::delivery_state, 1,
                  now() - make_interval(secs => $2::float8), now() + interval '1 day',
-                 CASE WHEN $1 = 'delivered' THEN now() - make_interval(secs => $2::float8) END)
+                 CASE WHEN $1::text = 'delivered' THEN now() - make_interval(secs => $2::float8) END)
          RETURNING id",
     )
     .bind(state)

@@ -56,7 +56,11 @@ pub async fn get(db: &PgPool, id: i64) -> Result<JobRow> {
 /// Reads the lane's waiting jobs before it (index jobs_lane_waiting): for a status read,
 /// never for the hot path.
 pub async fn position(db: &PgPool, job: &JobRow) -> Result<i64> {
-    let Some(lane) = job.lane_key.as_deref().filter(|_| job.state == JobState::Pending) else {
+    let Some(lane) = job
+        .lane_key
+        .as_deref()
+        .filter(|_| job.state == JobState::Pending)
+    else {
         return Ok(-1);
     };
     Ok(sqlx::query_scalar!(
@@ -95,7 +99,9 @@ pub async fn list(db: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>> {
     }
     if !f.states.is_empty() {
         let names: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
-        q.push(" AND j.state = ANY(").push_bind(names).push("::job_state[])");
+        q.push(" AND j.state = ANY(")
+            .push_bind(names)
+            .push("::job_state[])");
     }
     if let Some(before) = f.before_id {
         q.push(" AND j.id < ").push_bind(before);

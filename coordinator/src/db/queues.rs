@@ -86,8 +86,11 @@ impl SettingsPatch {
         if let Some(v) = self.max_attempts {
             s.max_attempts = limit::MAX_ATTEMPTS.check_i32(v.into())?;
         }
-        s.backoff_initial_ms =
-            i64_of(limit::BACKOFF_INITIAL_MS, self.backoff_initial_ms, s.backoff_initial_ms)?;
+        s.backoff_initial_ms = i64_of(
+            limit::BACKOFF_INITIAL_MS,
+            self.backoff_initial_ms,
+            s.backoff_initial_ms,
+        )?;
         s.backoff_max_ms = i64_of(limit::BACKOFF_MAX_MS, self.backoff_max_ms, s.backoff_max_ms)?;
         s.lease_ttl_ms = i64_of(limit::LEASE_TTL_MS, self.lease_ttl_ms, s.lease_ttl_ms)?;
         s.job_timeout_ms = i64_of(limit::JOB_TIMEOUT_MS, self.job_timeout_ms, s.job_timeout_ms)?;

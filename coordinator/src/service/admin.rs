@@ -146,7 +146,9 @@ impl AdminService for Admin {
         // Negative limits are refused here; every other range is checked with the merged
         // settings (queues::update).
         if let Some(n) = r.max_pending {
-            lanes_proto::limits::settings::MAX_PENDING.check(n).map_err(Error::from)?;
+            lanes_proto::limits::settings::MAX_PENDING
+                .check(n)
+                .map_err(Error::from)?;
         }
         if let Some(n) = r.max_running {
             lanes_proto::limits::settings::MAX_RUNNING

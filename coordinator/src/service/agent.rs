@@ -138,7 +138,10 @@ impl AgentService for Agents {
             let who = leaser(&r.agent_id, &r.queues, &r.request_id)?;
             complete_and_lease(&self.ctx.pool, id, token, &result, who).await?
         } else {
-            (complete::complete(&self.ctx.pool, id, token, &result).await?, None)
+            (
+                complete::complete(&self.ctx.pool, id, token, &result).await?,
+                None,
+            )
         };
         if let Some(Completed { queue, run_ms }) = &done {
             crate::metrics::completed(queue, *run_ms);
@@ -174,7 +177,10 @@ impl AgentService for Agents {
         if failed.now {
             crate::metrics::attempt_ended(&failed.queue, failed.state, r.release);
         }
-        if matches!(failed.state, crate::db::states::JobState::Scheduled | crate::db::states::JobState::Pending) {
+        if matches!(
+            failed.state,
+            crate::db::states::JobState::Scheduled | crate::db::states::JobState::Pending
+        ) {
             // A retry waits for its backoff: the promoter wakes when it falls due.
             self.ctx.promoter.scheduled();
         }

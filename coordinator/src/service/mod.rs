@@ -34,7 +34,12 @@ pub struct Ctx {
 
 impl Ctx {
     /// Builds the shared context.
-    pub fn new(pool: PgPool, waker: Arc<Waker>, promoter: Promoter, max_payload_bytes: usize) -> Self {
+    pub fn new(
+        pool: PgPool,
+        waker: Arc<Waker>,
+        promoter: Promoter,
+        max_payload_bytes: usize,
+    ) -> Self {
         Ctx {
             promoter,
             pool,

@@ -31,7 +31,11 @@ pub async fn complete(db: &PgPool, id: i64, token: i64, result: &str) -> Result<
 }
 
 /// The completion made now, if it was (not a repeat).
-pub(super) fn completed(now: bool, queue: Option<String>, run_ms: Option<f64>) -> Option<Completed> {
+pub(super) fn completed(
+    now: bool,
+    queue: Option<String>,
+    run_ms: Option<f64>,
+) -> Option<Completed> {
     match (now, queue) {
         (true, Some(queue)) => Some(Completed {
             queue,

@@ -93,8 +93,8 @@ BEGIN
                      AND x.lane_key = e.lane_key AND x.id < e.id
                      AND x.state IN ('pending', 'running'))
              ELSE -1 END,
-        n.id IS NOT NULL AND ((n.lane_key IS NULL AND n.state = 'pending')
-                              OR (l.head_job_id = n.id AND l.state = 'ready')),
+        coalesce(n.lane_key IS NULL AND n.state = 'pending'
+                 OR l.head_job_id = n.id AND l.state = 'ready', false),
         transitions.view(coalesce(n, e))
     FROM unnest(p_queues, p_idempotency_keys) WITH ORDINALITY AS i(queue, idem, ord)
     LEFT JOIN unnest(v_rows) n ON n.id = v_ids[i.ord]
