@@ -235,6 +235,16 @@ impl Connection {
         entry
     }
 
+    /// Leaves the coordinator in use for the next address, without waiting: it ended our
+    /// wake stream because it is going away (a rolling deploy).
+    pub fn leave(&self) {
+        let mut st = self.lock();
+        if st.client.take().is_some() {
+            st.next = (st.next + 1) % self.endpoints.len();
+            st.backoff.reset();
+        }
+    }
+
     fn reset(&self, generation: u64, status: &Status) {
         let mut st = self.lock();
         // Only the first failure of a connection moves on: others saw the same broken one.

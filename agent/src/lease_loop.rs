@@ -246,6 +246,13 @@ impl Agent {
                 }
                 Ok(None) => {
                     tracing::info!("wake stream closed by the coordinator; reconnecting");
+                    self.conn.leave();
+                    false
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    // Its coordinator is shutting down: straight to the next one.
+                    tracing::info!(error = %s.message(), "coordinator going away; moving to the next one");
+                    self.conn.leave();
                     false
                 }
                 Err(s) => {

@@ -161,9 +161,29 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, coordinator.id = %replica, tls = args.tls_cert.is_some(), "coordinator listening");
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let shutdown = stop.clone();
+    // Graceful drain: readiness goes NOT_SERVING, wake streams end with UNAVAILABLE (their
+    // agents move to another replica at once), then the server stops accepting and finishes
+    // the calls in flight; the database stays open until they are done.
+    let (shutdown, drain_waker) = (stop.clone(), waker.clone());
+    let drain_health = health.clone();
+    let draining = async move {
+        shutdown.cancelled().await;
+        drain_health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        drain_health
+            .set_not_serving::<AgentServiceServer<Agents>>()
+            .await;
+        drain_health
+            .set_not_serving::<ClientServiceServer<Clients>>()
+            .await;
+        drain_health
+            .set_not_serving::<AdminServiceServer<Admin>>()
+            .await;
+        drain_waker.close_streams();
+    };
     router
-        .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+        .serve_with_incoming_shutdown(incoming, draining)
         .await
         .context("gRPC server")?;
     tracing::info!("gRPC server stopped; draining background tasks");

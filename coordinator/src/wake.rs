@@ -12,7 +12,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 const CHANNEL: &str = "lanes_wake";
+/// What a stream ends with when its replica shuts down.
+const SHUTTING_DOWN: &str = "this coordinator is shutting down; connect to another replica";
 /// Most stream ids in one NOTIFY payload (Postgres caps payloads near 8,000 bytes).
 const IDS_PER_NOTIFY: usize = 40;
 
@@ -30,7 +32,6 @@ pub type WakeRequest = (Option<String>, i64, &'static str);
 pub type WakeSender = mpsc::Sender<Result<WakeEvent, Status>>;
 
 struct Stream {
-    agent_id: String,
     queues: Vec<String>,
     tx: WakeSender,
 }
@@ -41,6 +42,8 @@ pub struct Waker {
     replica: String,
     serial: AtomicU64,
     streams: Mutex<HashMap<String, Stream>>,
+    /// Set once this replica began shutting down: no new stream is accepted.
+    closing: AtomicBool,
     requests: mpsc::UnboundedSender<WakeRequest>,
     /// Agents not refreshed for this long count as gone.
     pub stale_ms: i64,
@@ -59,6 +62,7 @@ impl Waker {
             replica,
             serial: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
             requests,
             stale_ms,
         };
@@ -72,11 +76,13 @@ impl Waker {
         queues: &[String],
         tx: WakeSender,
     ) -> crate::error::Result<String> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(crate::error::Error::Unavailable(SHUTTING_DOWN.into()));
+        }
         let n = self.serial.fetch_add(1, Ordering::Relaxed);
         let stream_id = format!("{}/{n}", self.replica);
         agents::register(&self.pool, agent_id, &stream_id, queues).await?;
         let stream = Stream {
-            agent_id: agent_id.to_owned(),
             queues: queues.to_vec(),
             tx,
         };
@@ -84,12 +90,29 @@ impl Waker {
         Ok(stream_id)
     }
 
-    /// Forgets a closed stream.
-    pub async fn unsubscribe(&self, stream_id: &str) {
-        let gone = self.lock().remove(stream_id);
-        let Some(s) = gone else { return };
-        if let Err(e) = agents::unregister(&self.pool, &s.agent_id, stream_id).await {
-            tracing::warn!(error = %e, agent.id = %s.agent_id, "could not unregister agent");
+    /// Ends every stream of this replica with UNAVAILABLE, which sends its agent to another
+    /// replica at once, and refuses new ones: the first step of a graceful shutdown (a
+    /// rolling deploy must not leave idle agents attached to a replica that is going away).
+    pub fn close_streams(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let streams: Vec<Stream> = self.lock().drain().map(|(_, s)| s).collect();
+        for s in &streams {
+            // A full buffer holds wakes the agent has not read yet; the stream still ends
+            // when its sender goes, right after.
+            let _ = s.tx.try_send(Err(Status::unavailable(SHUTTING_DOWN)));
+        }
+        tracing::info!(
+            streams = streams.len(),
+            "wake streams closed: agents move to another replica"
+        );
+    }
+
+    /// Forgets the closed stream `stream_id` of `agent_id` (here and in the database, unless
+    /// the agent registered again elsewhere meanwhile).
+    pub async fn unsubscribe(&self, stream_id: &str, agent_id: &str) {
+        self.lock().remove(stream_id);
+        if let Err(e) = agents::unregister(&self.pool, agent_id, stream_id).await {
+            tracing::warn!(error = %e, agent.id = %agent_id, "could not unregister agent");
         }
     }
 

@@ -143,6 +143,26 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Stops the process with SIGTERM (a rolling deploy's step), waits for it to exit, and
+    /// starts a new one on the same port and database. Returns how long the old one took
+    /// to exit.
+    pub async fn restart_gracefully(&mut self) -> anyhow::Result<Duration> {
+        let stopping = std::time::Instant::now();
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.proc.wait_exit(Duration::from_secs(60)).await?;
+        let took = stopping.elapsed();
+        let fresh = Self::start_env(
+            &self.database_url,
+            self.addr.port(),
+            self.args.clone(),
+            &self.log,
+            self.env.clone(),
+        )
+        .await?;
+        *self = fresh;
+        Ok(took)
+    }
+
     /// The `http://` URL of the server.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)

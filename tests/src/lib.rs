@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod pg;
 pub mod procs;
+pub mod proxy;
 pub mod receiver;
 pub mod webhooks;
 

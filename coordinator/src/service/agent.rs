@@ -224,11 +224,12 @@ impl Drop for Unsubscribe {
     fn drop(&mut self) {
         let waker = self.ctx.waker.clone();
         let stream_id = std::mem::take(&mut self.stream_id);
-        tracing::info!(agent.id = %self.agent_id, "agent disconnected");
+        let agent_id = std::mem::take(&mut self.agent_id);
+        tracing::info!(agent.id = %agent_id, "agent disconnected");
         // Detached on purpose: Drop cannot await, and a lost unregister is repaired by the
         // staleness sweep of the safety tick.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { waker.unsubscribe(&stream_id).await });
+            rt.spawn(async move { waker.unsubscribe(&stream_id, &agent_id).await });
         }
     }
 }
