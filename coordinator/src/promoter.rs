@@ -7,7 +7,6 @@
 
 use crate::db::transitions::promote;
 use crate::wake::Waker;
-use chrono::Utc;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,12 +60,8 @@ impl Promoter {
                 break;
             }
         }
-        let next = promote::next_due(pool).await?;
-        Ok(next.map_or(LONGEST, |due| {
-            (due - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(LONGEST)
-        }))
+        Ok(promote::next_due(pool)
+            .await?
+            .map_or(LONGEST, |d| d.min(LONGEST)))
     }
 }

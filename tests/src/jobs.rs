@@ -47,6 +47,14 @@ impl Setup {
         Ok(Setup::new(channel, db, c))
     }
 
+    /// Starts a coordinator with extra environment variables on a fresh database.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Setup> {
+        let db = fresh_database().await?;
+        let c = Coordinator::start_with_env(&db.url, extra, env).await?;
+        let channel = c.channel().await?;
+        Ok(Setup::new(channel, db, c))
+    }
+
     /// Starts a coordinator with a one-minute safety tick ([`Coordinator::start_slow_tick`]).
     pub async fn slow_tick() -> anyhow::Result<Setup> {
         let db = fresh_database().await?;

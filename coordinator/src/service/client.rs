@@ -7,7 +7,6 @@ use crate::db::transitions::{cancel, retry};
 use crate::db::{agents, jobs, queues, stats};
 use crate::error::{Error, retry_conflicts};
 use crate::validate;
-use chrono::{Duration, Utc};
 use lanes_proto::limits;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::client_service_server::ClientService;
@@ -30,18 +29,21 @@ impl Clients {
         let payload = validate::json("payload", &r.payload, self.ctx.max_payload_bytes, false)?;
         limits::PRIORITY.check(r.priority.into())?;
         limits::DELAY_SECONDS.check(r.delay_seconds)?;
-        let run_at = match (&r.run_at, r.delay_seconds) {
+        let (run_at, delay_s) = match (&r.run_at, r.delay_seconds) {
             (Some(_), d) if d != 0 => {
                 return Err(Error::Invalid(
                     "give run_at or delay_seconds, not both".into(),
                 ));
             }
-            (Some(t), _) => Some(
-                convert::from_ts(t)
-                    .ok_or_else(|| Error::Invalid("run_at is out of range".into()))?,
+            (Some(t), _) => (
+                Some(
+                    convert::from_ts(t)
+                        .ok_or_else(|| Error::Invalid("run_at is out of range".into()))?,
+                ),
+                None,
             ),
-            (None, 0) => None,
-            (None, d) => Some(Utc::now() + Duration::seconds(d)),
+            (None, 0) => (None, None),
+            (None, d) => (None, Some(d)),
         };
         Ok(NewJob {
             lane: validate::optional_key("lane", &r.lane)?,
@@ -65,6 +67,7 @@ impl Clients {
             payload,
             priority: r.priority,
             run_at,
+            delay_s,
         })
     }
 
@@ -84,7 +87,10 @@ impl Clients {
             self.ctx.known_queue(q).await?;
         }
         let done = retry_conflicts(|| enqueue::enqueue(&self.ctx.pool, &new)).await?;
-        if new.iter().any(|j| j.run_at.is_some()) {
+        if new
+            .iter()
+            .any(|j| j.run_at.is_some() || j.delay_s.is_some())
+        {
             self.ctx.promoter.scheduled();
         }
         for e in done.iter().filter(|e| e.created) {

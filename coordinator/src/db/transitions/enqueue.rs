@@ -15,7 +15,10 @@ pub struct NewJob {
     /// JSON text, kept as it is.
     pub payload: String,
     pub priority: i32,
+    /// Run no earlier than this time…
     pub run_at: Option<DateTime<Utc>>,
+    /// …or than this many seconds from now, on the database's clock.
+    pub delay_s: Option<i64>,
     pub idempotency_key: Option<String>,
     pub callback_url: Option<String>,
     pub failure_callback_url: Option<String>,
@@ -43,12 +46,13 @@ pub async fn enqueue(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
     let rows = sqlx::query!(
         r#"SELECT o_created AS "created!", o_position_in_lane AS "position_in_lane!",
                   o_ready AS "ready_now!", o_job AS "job!: JobRow"
-           FROM transitions.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+           FROM transitions.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
         &jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>() as &[&str],
         &col(|j| j.lane.as_deref()) as &[Option<&str>],
         &jobs.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>() as &[&str],
         &jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
         &jobs.iter().map(|j| j.run_at).collect::<Vec<_>>() as &[Option<DateTime<Utc>>],
+        &jobs.iter().map(|j| j.delay_s).collect::<Vec<_>>() as &[Option<i64>],
         &col(|j| j.idempotency_key.as_deref()) as &[Option<&str>],
         &col(|j| j.callback_url.as_deref()) as &[Option<&str>],
         &col(|j| j.failure_callback_url.as_deref()) as &[Option<&str>],

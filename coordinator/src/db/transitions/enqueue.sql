@@ -1,5 +1,6 @@
 -- Enqueue: the jobs of one request (one job, or a batch of up to 1,000), all or nothing, in
--- one round trip. Each new job starts `pending` (or, unkeyed with a run_at in the future,
+-- one round trip. A job runs no earlier than its run_at, or its delay from now (the
+-- database's clock), or now. Each new job starts `pending` (or, unkeyed with a run_at in the future,
 -- `scheduled`); a keyed one joins its lane: a lane with no row gets it as its head (ready,
 -- or scheduled until its run_at), an existing lane only counts it (it waits its turn). An
 -- idempotency key already used in the queue returns the existing job instead (n8n repeats
@@ -10,7 +11,7 @@
 -- (unfinished jobs ahead of it; -1 unkeyed or not waiting), whether it can be leased right
 -- now (wake an agent), and the job.
 CREATE FUNCTION transitions.enqueue(p_queues text[], p_lanes text[], p_payloads text[],
-    p_priorities int[], p_run_ats timestamptz[], p_idempotency_keys text[],
+    p_priorities int[], p_run_ats timestamptz[], p_delays_s bigint[], p_idempotency_keys text[],
     p_callbacks text[], p_failure_callbacks text[], p_traceparents text[],
     p_tracestates text[])
 RETURNS TABLE (o_created boolean, o_position_in_lane bigint, o_ready boolean,
@@ -33,12 +34,13 @@ BEGIN
         SELECT v_ids[i.ord], i.queue, i.lane, i.payload::json, i.priority,
                CASE WHEN i.lane IS NULL AND i.run_at > now() THEN 'scheduled'
                     ELSE 'pending' END::job_state,
-               greatest(coalesce(i.run_at, now()), now()), q.max_attempts, i.idem, i.cb,
-               i.fcb, i.tp, i.ts
-        FROM unnest(p_queues, p_lanes, p_payloads, p_priorities, p_run_ats, p_idempotency_keys,
-                    p_callbacks, p_failure_callbacks, p_traceparents, p_tracestates)
-             WITH ORDINALITY AS i(queue, lane, payload, priority, run_at, idem, cb, fcb, tp, ts,
-                                  ord)
+               greatest(i.run_at, now()), q.max_attempts, i.idem, i.cb, i.fcb, i.tp, i.ts
+        FROM (SELECT u.*, coalesce(u.at, now() + u.delay_s * interval '1 second') AS run_at
+              FROM unnest(p_queues, p_lanes, p_payloads, p_priorities, p_run_ats, p_delays_s,
+                          p_idempotency_keys, p_callbacks, p_failure_callbacks, p_traceparents,
+                          p_tracestates)
+                   WITH ORDINALITY AS u(queue, lane, payload, priority, at, delay_s, idem, cb,
+                                        fcb, tp, ts, ord)) i
         JOIN queues q ON q.name = i.queue
         ORDER BY i.ord
         ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING

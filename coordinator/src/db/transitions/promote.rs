@@ -2,8 +2,8 @@
 //! lease indexes hold only rows that can run.
 
 use crate::error::Result;
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use std::time::Duration;
 
 /// Promotes up to `limit` due jobs and `limit` due lanes; returns how many became ready in
 /// each queue (agents to wake).
@@ -17,11 +17,11 @@ pub async fn promote(db: &PgPool, limit: i32) -> Result<Vec<(String, i64)>> {
     Ok(rows.into_iter().map(|r| (r.queue, r.ready)).collect())
 }
 
-/// When the next scheduled job or lane falls due; `None` when nothing is scheduled.
-pub async fn next_due(db: &PgPool) -> Result<Option<DateTime<Utc>>> {
-    Ok(
-        sqlx::query_scalar!(r#"SELECT transitions.next_due() AS "due""#)
-            .fetch_one(db)
-            .await?,
-    )
+/// How long until the next scheduled job or lane falls due, on the database's clock; `None`
+/// when nothing is scheduled.
+pub async fn next_due(db: &PgPool) -> Result<Option<Duration>> {
+    let ms = sqlx::query_scalar!(r#"SELECT transitions.next_due_ms() AS "ms""#)
+        .fetch_one(db)
+        .await?;
+    Ok(ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
 }

@@ -42,12 +42,14 @@ BEGIN
 END
 $fn$;
 
--- When the next scheduled job or lane falls due (NULL: nothing is scheduled), so the
--- promoter sleeps exactly until then.
-CREATE FUNCTION transitions.next_due() RETURNS timestamptz
+-- How long until the next scheduled job or lane falls due, in milliseconds on the
+-- database's clock (0 when overdue; NULL: nothing is scheduled), so the promoter sleeps
+-- exactly that long whatever its own clock says.
+CREATE FUNCTION transitions.next_due_ms() RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    RETURN least((SELECT min(run_at) FROM jobs WHERE state = 'scheduled'),
-                 (SELECT min(ready_at) FROM lanes WHERE state = 'scheduled'));
+    RETURN greatest(0, ceil(extract(epoch FROM
+        least((SELECT min(run_at) FROM jobs WHERE state = 'scheduled'),
+              (SELECT min(ready_at) FROM lanes WHERE state = 'scheduled')) - now()) * 1000))::bigint;
 END
 $fn$;
