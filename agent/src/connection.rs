@@ -185,6 +185,12 @@ impl Connection {
         result
     }
 
+    /// Waits until a coordinator is connected (at once when one is). A caller timing a lease
+    /// from its request takes the time after this, not before a reconnect that may last.
+    pub async fn ready(&self) {
+        self.client().await;
+    }
+
     /// Sleeps for the connection's next backoff delay (after a transient failure).
     pub async fn backoff(&self) {
         let delay = self.lock().backoff.next_delay();

@@ -151,6 +151,10 @@ impl Agent {
                 queues: self.settings.queues.clone(),
                 request_id: request_id.clone(),
             };
+            tokio::select! {
+                _ = self.conn.ready() => {}
+                _ = draining.cancelled() => return Ok(None),
+            }
             let requested = Instant::now();
             // Not abandoned when draining begins: a job it leases is handed straight back
             // (`work`), rather than left running for nobody until its lease lapses.
@@ -304,6 +308,14 @@ impl Agent {
         let lease_next = !self.shutdown.draining.is_cancelled();
         loop {
             tries += 1;
+            // The lease it may bring is timed from the request, not from a reconnect before.
+            tokio::select! {
+                _ = self.conn.ready() => {}
+                _ = &mut give_up => {
+                    tracing::error!("coordinator unreachable at shutdown: outcome not reported");
+                    return None;
+                }
+            }
             let sent = Instant::now();
             if tries == 1 {
                 log_timing(run, received, sent);

@@ -74,5 +74,5 @@ async fn a_killed_agents_job_is_redelivered_once_and_its_handler_dies_with_it() 
     assert_eq!(lines.len(), 1, "exactly one run finished: {runs}");
     let pid: i32 = lines[0].split_whitespace().nth(4).unwrap_or("0").parse()?;
     assert_ne!(pid, orphan, "the orphaned handler finished the job");
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }

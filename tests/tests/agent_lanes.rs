@@ -100,7 +100,7 @@ async fn four_agents_keep_twenty_lanes_exclusive_fifo_and_parallel() -> anyhow::
         let log = std::fs::read_to_string(a.log_path())?;
         assert!(log.contains("awake"), "{} never logged awake", a.name());
     }
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }
 
 fn read_runs(path: &std::path::Path) -> anyhow::Result<Vec<RunRecord>> {

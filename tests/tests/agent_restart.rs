@@ -77,7 +77,7 @@ async fn the_agent_rides_out_a_coordinator_restart() -> anyhow::Result<()> {
         streams >= 2,
         "the agent never re-opened its wake stream ({streams})"
     );
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }
 
 /// With the coordinator down longer than the lease TTL (1 s), the agent cannot renew the
@@ -132,5 +132,5 @@ async fn a_lease_that_cannot_be_renewed_stops_the_handler_in_time() -> anyhow::R
     assert_eq!(runs.lines().count(), 1, "{runs}");
     let stops = log_lines(&agent, "lease could not be renewed in time")?.len();
     assert_eq!(stops, 1, "the agent did not say why it stopped the handler");
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }

@@ -84,7 +84,7 @@ async fn jobs_survive_coordinator_kill9_restarts() -> anyhow::Result<()> {
         .fetch_one(&pool)
         .await?;
     assert_eq!(completed, total as i64);
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }
 
 /// Leases and completes until told to stop, retrying through the coordinator's downtime.

@@ -217,5 +217,5 @@ async fn lanes_stay_fifo_and_exclusive_across_two_replicas() -> anyhow::Result<(
         ((LANES * PER_LANE) as i64, 0, 0)
     );
     assert_eq!(stats.queues[0].active_lanes, 0, "every lane row is gone");
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }

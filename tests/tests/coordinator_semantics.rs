@@ -121,6 +121,50 @@ async fn backoff_delays_the_retry() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each transition sets every field it owns: a new attempt starts with no progress, and a
+/// completed job shows its result with 100 %, no leftover message and no earlier attempt's
+/// error.
+#[tokio::test]
+async fn a_job_carries_no_stale_fields_from_earlier_attempts() -> anyhow::Result<()> {
+    let t = Setup::start(&[]).await?;
+    t.set(Q, |s| s.backoff_initial_ms = Some(0)).await?;
+    let id = t.add(Q, "L").await?;
+    let first = t.take("a1", Q).await?;
+    heartbeat(&t.agent, &first, Some(33)).await?;
+    let j = t.job(id).await?;
+    assert_eq!(
+        (j.progress_percent, &*j.progress_message),
+        (33, "33 % done")
+    );
+    t.fail(&first, retryable("boom")).await?;
+    let second = t.take("a1", Q).await?;
+    let j = t.job(id).await?;
+    assert_eq!(
+        (j.attempt, &*j.last_error),
+        (2, "boom"),
+        "the last error shows while it retries"
+    );
+    assert_eq!(
+        (j.progress_percent, &*j.progress_message),
+        (0, ""),
+        "a new attempt, no progress yet"
+    );
+    heartbeat(&t.agent, &second, Some(66)).await?;
+    t.complete(&second).await?;
+    let j = t.job(id).await?;
+    assert_eq!(j.state(), Completed);
+    assert_eq!(
+        j.last_error, "",
+        "completed: no error from an earlier attempt"
+    );
+    assert_eq!(
+        (j.progress_percent, &*j.progress_message),
+        (100, ""),
+        "no leftover message"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn attempts_run_out_and_the_job_fails_with_its_last_error() -> anyhow::Result<()> {
     let t = Setup::start(&[]).await?;

@@ -155,7 +155,7 @@ async fn no_event_lost_across_random_coordinator_kills() -> anyhow::Result<()> {
         }
     }
     assert_eq!(bodies.len() as i64, N + N / 4, "one webhook-id per event");
-    Ok(())
+    lanes_tests::assert_lanes_agree(&db.url).await
 }
 
 /// Leases and finishes jobs until `stop`, riding out the coordinator's restarts.

@@ -85,3 +85,39 @@ BEGIN
     WHERE k.counted IS DISTINCT FROM k.actual;
 END
 $fn$;
+
+-- Recount: sets queue p_queue's counters (every queue's when NULL) to a full count of its
+-- jobs and lanes, for an operator after a repair (docs/operations.md). Its counter rows are
+-- locked first, so transitions of the queue wait for the count instead of being lost in it.
+CREATE FUNCTION transitions.recount(p_queue text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM 1 FROM queue_counts WHERE p_queue IS NULL OR queue = p_queue
+    ORDER BY queue, slot FOR UPDATE;
+    UPDATE queue_counts c SET scheduled = 0, pending = 0, ready = 0, running = 0,
+        completed = 0, failed = 0, cancelled = 0
+    WHERE p_queue IS NULL OR c.queue = p_queue;
+    UPDATE queue_counts c SET
+        scheduled = t.scheduled, pending = t.pending, ready = t.ready, running = t.running,
+        completed = t.completed, failed = t.failed, cancelled = t.cancelled
+    FROM (
+        SELECT q.name,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'scheduled')
+              + (SELECT count(*) FROM lanes WHERE queue = q.name AND state = 'scheduled')
+              AS scheduled,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'pending')
+              - (SELECT count(*) FROM lanes WHERE queue = q.name AND state = 'scheduled')
+              AS pending,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'pending'
+                AND lane_key IS NULL)
+              + (SELECT count(*) FROM lanes WHERE queue = q.name AND state = 'ready') AS ready,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'running') AS running,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'completed')
+              AS completed,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'failed') AS failed,
+            (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'cancelled')
+              AS cancelled
+        FROM queues q WHERE p_queue IS NULL OR q.name = p_queue) t
+    WHERE c.queue = t.name AND c.slot = 0;
+END
+$fn$;
