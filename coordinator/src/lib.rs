@@ -3,6 +3,7 @@
 //! Postgres, so several replicas may serve one database.
 
 pub mod batch;
+pub mod callback_policy;
 pub mod config;
 pub mod db;
 pub mod dispatch;

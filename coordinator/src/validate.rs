@@ -15,8 +15,6 @@ pub const MAX_AGENT_QUEUES: usize = 32;
 pub const MAX_ERROR: usize = 8 * 1024;
 /// Longest progress message.
 pub const MAX_PROGRESS_MESSAGE: usize = 1024;
-/// Longest callback URL.
-pub const MAX_URL: usize = 2048;
 /// Most jobs in one EnqueueBatch.
 pub const MAX_BATCH: usize = 1000;
 
@@ -102,62 +100,6 @@ pub fn agent(agent_id: &str, queues: &[String]) -> Result<()> {
     queues.iter().try_for_each(|q| queue_name(q))
 }
 
-/// Checks an optional callback URL: http(s) only.
-pub fn optional_url(what: &str, url: &str) -> Result<Option<String>> {
-    if url.is_empty() {
-        return Ok(None);
-    }
-    if url.len() > MAX_URL {
-        return Err(Error::Invalid(format!(
-            "{what} is longer than {MAX_URL} bytes"
-        )));
-    }
-    let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .ok_or_else(|| Error::Invalid(format!("{what} must be an http:// or https:// URL")))?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(Error::Invalid(format!("{what} has no host")));
-    }
-    Ok(Some(url.to_owned()))
-}
-
-/// Checks an optional callback URL (see [`optional_url`]) and refuses hosts of the
-/// deny-list (`--callback-deny-hosts`): an entry matches the host itself and its subdomains.
-pub fn callback_url(what: &str, url: &str, deny: &[String]) -> Result<Option<String>> {
-    let url = optional_url(what, url)?;
-    if let Some(u) = &url {
-        let host = host_of(u);
-        let denied = deny.iter().any(|d| {
-            !d.is_empty()
-                && (host == *d
-                    || host
-                        .strip_suffix(d.as_str())
-                        .is_some_and(|p| p.ends_with('.')))
-        });
-        if denied {
-            return Err(Error::Invalid(format!(
-                "{what} points to host {host}, which this coordinator does not call back"
-            )));
-        }
-    }
-    Ok(url)
-}
-
-/// The lower-case host of an http(s) URL (no user info, port or brackets).
-fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// Keeps the last `max` bytes of a message (the end of a stderr is what explains it).
 pub fn tail(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -196,21 +138,5 @@ mod tests {
         assert_eq!(tail("abcdef", 3), "…def");
         assert_eq!(tail("ééé", 3), "…é");
         assert_eq!(tail("ok", 10), "ok");
-    }
-
-    #[test]
-    fn urls() {
-        assert!(optional_url("callback_url", "https://n8n.example/webhook/x").is_ok());
-        assert!(optional_url("callback_url", "ftp://x").is_err());
-        assert!(optional_url("callback_url", "http://").is_err());
-        assert_eq!(optional_url("callback_url", "").ok(), Some(None));
-        let deny = vec!["metadata.google.internal".to_owned(), "10.0.0.1".to_owned()];
-        let ok = |u: &str| callback_url("callback_url", u, &deny).is_ok();
-        assert!(ok("https://n8n.example/webhook/x"));
-        assert!(!ok("http://10.0.0.1:8080/x"));
-        assert!(!ok("http://user:pw@Metadata.Google.Internal/x"));
-        assert!(!ok("http://a.metadata.google.internal?x"));
-        assert!(ok("http://notmetadata.google.internal/"));
-        assert!(ok("http://[::1]:80/"));
     }
 }

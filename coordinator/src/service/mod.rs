@@ -27,8 +27,8 @@ pub struct Ctx {
     /// Batches concurrent Complete calls into one transaction, when enabled
     /// (`--complete-batch`); `None` runs each Complete on its own.
     pub completer: Option<Completer>,
-    /// Hosts callback URLs may not point to (lower case), see `--callback-deny-hosts`.
-    pub callback_deny_hosts: Arc<Vec<String>>,
+    /// What callback URLs may point to (`--callback-allow`, `--callback-deny-hosts`).
+    pub callback_policy: Arc<lanes_proto::urls::Policy>,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
     known: Arc<Mutex<HashSet<String>>>,
 }
@@ -47,19 +47,14 @@ impl Ctx {
             pool,
             waker,
             max_payload_bytes,
-            callback_deny_hosts: Arc::default(),
+            callback_policy: Arc::default(),
             known: Arc::default(),
         }
     }
 
-    /// Sets the callback host deny-list (entries trimmed, lower-cased, empty ones dropped).
-    pub fn with_callback_deny_hosts(mut self, hosts: &[String]) -> Self {
-        let clean = hosts
-            .iter()
-            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect();
-        self.callback_deny_hosts = Arc::new(clean);
+    /// Sets what callback URLs may point to.
+    pub fn with_callback_policy(mut self, policy: Arc<lanes_proto::urls::Policy>) -> Self {
+        self.callback_policy = policy;
         self
     }
 
