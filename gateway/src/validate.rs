@@ -77,10 +77,12 @@ pub struct EnqueueBody {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub idempotency_key: Option<KeyInput>,
-    /// Called (POST, JSON) when the job completes. http:// or https:// only.
+    /// Called (POST, JSON) when the job completes. An http:// or https:// URL that reaches
+    /// a public address, unless the coordinator's --callback-allow lists it (loopback,
+    /// private, link-local and cloud metadata addresses are refused).
     #[serde(default)]
     pub callback_url: Option<String>,
-    /// Called when the job fails for good. http:// or https:// only.
+    /// Called when the job fails for good. The same rules as callback_url.
     #[serde(default)]
     pub failure_callback_url: Option<String>,
 }
