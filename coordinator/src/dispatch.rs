@@ -370,9 +370,7 @@ impl Dispatcher {
         }
         Ok(())
     }
-}
 
-impl Dispatcher {
     /// Marks a delivery `failed` at once: trying again cannot succeed (the URL is refused
     /// or unusable). A replay tries again, e.g. after the operator changed the policy.
     async fn give_up(&self, row: &Row, error: &str) -> anyhow::Result<()> {
