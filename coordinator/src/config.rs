@@ -122,7 +122,17 @@ pub struct ServeArgs {
     )]
     pub webhook_backoff_ms: u64,
 
-    /// Hosts callback URLs may not point to (comma-separated), refused at enqueue.
+    /// Internal addresses job callbacks may reach after all (comma-separated host names,
+    /// IP addresses or CIDR blocks), e.g. an in-cluster n8n:
+    /// n8n.default.svc.cluster.local,10.0.0.0/8. Without it callbacks reach public addresses
+    /// only: loopback, private, link-local, metadata and other internal addresses are refused
+    /// at enqueue (IP addresses) or when connecting (names). A listed name is trusted with
+    /// whatever it resolves to. Global event endpoints are not subject to it.
+    #[arg(long, env = "LANES_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub callback_allow: Vec<String>,
+
+    /// Hosts callback URLs may not point to (comma-separated; a name covers its
+    /// subdomains), refused at enqueue even when public or allowed by --callback-allow.
     #[arg(long, env = "LANES_CALLBACK_DENY_HOSTS", value_delimiter = ',')]
     pub callback_deny_hosts: Vec<String>,
 

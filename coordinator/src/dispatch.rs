@@ -8,12 +8,19 @@
 //! `webhook-timestamp` and, when a secret is configured, `webhook-signature`. 2xx: delivered;
 //! 410: the endpoint is gone (`disabled`); anything else, or no answer within 10 s: retried
 //! with exponential backoff and jitter, then `failed` after the last try (kept, visible).
+//!
+//! Job callbacks go through the guarded client of [`crate::callback_policy`]: a URL that does
+//! not parse, or reaches only addresses the policy refuses, is `failed` at once (retrying
+//! cannot change the answer). Global event endpoints are the operator's own configuration
+//! and use a plain client, so they may be in-cluster.
 
+use crate::callback_policy;
 use crate::events::endpoints::Endpoint;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
+use lanes_proto::urls::Policy;
 use rand::Rng;
 use sha2::Sha256;
 use sqlx::PgPool;
@@ -68,7 +75,12 @@ const RETRY: &str =
 #[derive(Clone)]
 pub struct Dispatcher {
     pool: PgPool,
-    http: reqwest::Client,
+    /// Job callbacks: guarded by `policy` (resolver, no redirects, no proxy).
+    callbacks: reqwest::Client,
+    /// Global event endpoints: trusted configuration, no address guard.
+    endpoints: reqwest::Client,
+    /// What job callbacks may reach.
+    policy: Arc<Policy>,
     /// The decoded signing key (`whsec_` prefix and base64 removed).
     key: Option<Vec<u8>>,
     /// Keys of global event endpoints that have their own secret, by endpoint name.
@@ -173,24 +185,36 @@ fn backoff_ms(initial: u64, attempts: i32) -> i64 {
     (base as f64 * jitter) as i64
 }
 
+/// The `User-Agent` of every delivery.
+const USER_AGENT: &str = concat!("lanes-coordinator/", env!("CARGO_PKG_VERSION"));
+
 impl Dispatcher {
-    /// Builds the dispatcher; `secret` is the `whsec_` form.
-    pub fn new(pool: PgPool, secret: Option<&str>, backoff_ms: u64) -> anyhow::Result<Self> {
+    /// Builds the dispatcher; `secret` is the `whsec_` form; job callbacks may reach what
+    /// `policy` allows.
+    pub fn new(
+        pool: PgPool,
+        secret: Option<&str>,
+        backoff_ms: u64,
+        policy: Arc<Policy>,
+    ) -> anyhow::Result<Self> {
         let key = secret
             .filter(|s| !s.trim().is_empty())
             .map(decode_secret)
             .transpose()?;
-        let http = reqwest::Client::builder()
+        let callbacks = callback_policy::guarded_client(policy.clone(), TIMEOUT, USER_AGENT)
+            .context("building the callback HTTP client")?;
+        let endpoints = reqwest::Client::builder()
             .timeout(TIMEOUT)
-            // A redirect is an answer like any other non-2xx (retried): following it could
-            // reach a host the deny-list refuses.
+            // A redirect is an answer like any other non-2xx (retried), as for callbacks.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("lanes-coordinator/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()
-            .context("building the webhook HTTP client")?;
+            .context("building the event endpoint HTTP client")?;
         Ok(Dispatcher {
             pool,
-            http,
+            callbacks,
+            endpoints,
+            policy,
             key,
             endpoint_keys: Arc::default(),
             backoff_ms: backoff_ms.max(1),
@@ -267,8 +291,15 @@ impl Dispatcher {
         let body = serde_json::to_vec(&row.payload)?;
         let msg_id = format!("msg_{}", row.id);
         let ts = chrono::Utc::now().timestamp();
-        let mut req = self
-            .http
+        let http = if row.endpoint.is_some() {
+            &self.endpoints
+        } else {
+            if let Some(why) = callback_policy::refusal(&self.policy, &row.url) {
+                return self.give_up(row, &why.to_string()).await;
+            }
+            &self.callbacks
+        };
+        let mut req = http
             .post(&row.url)
             .header("content-type", "application/json")
             .header("webhook-id", &msg_id)
@@ -315,8 +346,11 @@ impl Dispatcher {
                 Some(i32::from(resp.status().as_u16())),
                 format!("endpoint answered {}", resp.status()),
             ),
-            // Without the URL: it may carry credentials in its query.
-            Err(e) => (None, e.without_url().to_string()),
+            Err(e) => match permanent(&e) {
+                Some(why) => return self.give_up(row, &why).await,
+                // Without the URL: it may carry credentials in its query.
+                None => (None, e.without_url().to_string()),
+            },
         };
         let last = row.tries >= MAX_TRIES;
         let state = if last { "failed" } else { "pending" };
@@ -337,6 +371,33 @@ impl Dispatcher {
         }
         Ok(())
     }
+
+    /// Marks a delivery `failed` at once: trying again cannot succeed (the URL is refused
+    /// or unusable). A replay tries again, e.g. after the operator changed the policy.
+    async fn give_up(&self, row: &Row, error: &str) -> anyhow::Result<()> {
+        sqlx::query(RETRY)
+            .bind(row.id)
+            .bind(row.attempts)
+            .bind(None::<i32>)
+            .bind("failed")
+            .bind(error)
+            .bind(0i64)
+            .execute(&self.pool)
+            .await?;
+        crate::metrics::webhook("failed");
+        tracing::warn!(%error, "webhook refused; kept as failed, not retried");
+        Ok(())
+    }
+}
+
+/// Why a failed request can never succeed, if that is the case: the callback policy
+/// refused every address of its host, or the URL itself is unusable.
+fn permanent(e: &reqwest::Error) -> Option<String> {
+    if let Some(r) = callback_policy::refused_in(e) {
+        return Some(format!("callback URL refused: {r}"));
+    }
+    e.is_builder()
+        .then(|| "the URL cannot be requested: it is not a valid http(s) URL".to_owned())
 }
 
 /// The answer's status on the try's span; an error unless 2xx.

@@ -10,6 +10,15 @@ pub enum Error {
     /// The request is malformed or out of limits; nothing was changed.
     #[error("{0}")]
     Invalid(String),
+    /// Like `Invalid`, about one request field, named in the status's `lanes-field`
+    /// metadata so the gateway's 422 can name it too.
+    #[error("{message}")]
+    InvalidField {
+        /// The field, e.g. `callback_url` or `jobs[2].callback_url`.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
     /// The job (or lane, queue) does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -35,7 +44,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<Invalid> for Error {
     fn from(e: Invalid) -> Self {
-        Error::Invalid(e.message)
+        Error::InvalidField {
+            field: e.field,
+            message: e.message,
+        }
     }
 }
 
@@ -116,7 +128,7 @@ impl From<Error> for Status {
             return Status::resource_exhausted(d.message().to_owned());
         }
         let code = match &e {
-            Error::Invalid(_) => Code::InvalidArgument,
+            Error::Invalid(_) | Error::InvalidField { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::Precondition(_) => Code::FailedPrecondition,
             Error::Exhausted(_) => Code::ResourceExhausted,
@@ -126,7 +138,13 @@ impl From<Error> for Status {
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
         }
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if let Error::InvalidField { field, .. } = &e
+            && let Ok(v) = field.parse()
+        {
+            status.metadata_mut().insert(lanes_proto::FIELD_METADATA, v);
+        }
+        status
     }
 }
 

@@ -2,6 +2,7 @@
 //! leases, fencing tokens, wake fan-out and the reaper. Stateless itself: all state is in
 //! Postgres, so several replicas may serve one database.
 
+pub mod callback_policy;
 pub mod config;
 pub mod db;
 pub mod dispatch;

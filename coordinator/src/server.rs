@@ -39,13 +39,17 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let stale_ms = (args.tick_ms * 5).max(10_000) as i64;
     let (waker, requests) = Waker::new(pool.clone(), replica.clone(), stale_ms);
     let promoter = Promoter::default();
+    let callback_policy = Arc::new(
+        lanes_proto::urls::Policy::new(&args.callback_allow, &args.callback_deny_hosts)
+            .context("callback settings (LANES_CALLBACK_ALLOW)")?,
+    );
     let ctx = Ctx::new(
         pool.clone(),
         waker.clone(),
         promoter.clone(),
         args.max_payload_bytes,
     )
-    .with_callback_deny_hosts(&args.callback_deny_hosts);
+    .with_callback_policy(callback_policy.clone());
 
     let mut tasks = JoinSet::new();
     let tick = Duration::from_millis(args.tick_ms.max(100));
@@ -69,6 +73,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         pool.clone(),
         args.webhook_secret.as_deref(),
         args.webhook_backoff_ms,
+        callback_policy,
     )
     .context("webhook settings (LANES_WEBHOOK_SECRET)")?;
     let dispatcher = dispatcher.with_endpoints(&endpoints)?;

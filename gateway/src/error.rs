@@ -118,7 +118,15 @@ impl From<tonic::Status> for ApiError {
         let msg = s.message().to_owned();
         let e = match s.code() {
             Code::InvalidArgument | Code::OutOfRange => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", msg)
+                let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", msg);
+                // The coordinator names the field of checks only it can make (the callback
+                // address policy); the gateway's own field names are the same.
+                e.field = s
+                    .metadata()
+                    .get(lanes_proto::FIELD_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                e
             }
             Code::NotFound => Self::not_found(msg),
             Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => {
@@ -197,5 +205,12 @@ mod tests {
             map(Code::InvalidArgument).status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
+        let mut named = tonic::Status::invalid_argument("callback_url points to 127.0.0.1");
+        named.metadata_mut().insert(
+            lanes_proto::FIELD_METADATA,
+            tonic::metadata::MetadataValue::from_static("jobs[1].callback_url"),
+        );
+        let e = ApiError::from(named);
+        assert_eq!(e.field.as_deref(), Some("jobs[1].callback_url"));
     }
 }

@@ -12,8 +12,6 @@ use utoipa::ToSchema;
 pub const MAX_QUEUE_NAME: usize = 128;
 /// Longest lane or idempotency key, bytes.
 pub const MAX_KEY: usize = 256;
-/// Longest callback URL, bytes.
-pub const MAX_URL: usize = 2048;
 /// Largest priority magnitude.
 pub const MAX_PRIORITY: i64 = 1000;
 /// Longest delay: 366 days.
@@ -79,10 +77,12 @@ pub struct EnqueueBody {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub idempotency_key: Option<KeyInput>,
-    /// Called (POST, JSON) when the job completes. http:// or https:// only.
+    /// Called (POST, JSON) when the job completes. An http:// or https:// URL that reaches
+    /// a public address, unless the coordinator's --callback-allow lists it (loopback,
+    /// private, link-local and cloud metadata addresses are refused).
     #[serde(default)]
     pub callback_url: Option<String>,
-    /// Called when the job fails for good. http:// or https:// only.
+    /// Called when the job fails for good. The same rules as callback_url.
     #[serde(default)]
     pub failure_callback_url: Option<String>,
 }
@@ -239,24 +239,15 @@ fn schedule(b: &EnqueueBody) -> Result<Schedule, (&'static str, String)> {
     Ok((Some(ts), 0))
 }
 
+/// A callback URL parsed as the coordinator parses it (`lanes_proto::urls::parse`): what
+/// does not parse is a 422 naming the field here. Which addresses it may reach is the
+/// coordinator's policy (`--callback-allow`), so it is left to the coordinator, whose
+/// refusal names the field too.
 fn url(what: &str, url: Option<&str>) -> Result<String, String> {
     let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
         return Ok(String::new());
     };
-    if url.len() > MAX_URL {
-        return Err(format!("{what} is longer than {MAX_URL} bytes"));
-    }
-    let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-        .ok_or_else(|| format!("{what} must be an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("{what} has no host"));
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{what} contains whitespace or control characters"));
-    }
+    lanes_proto::urls::parse(what, url).map_err(|e| e.to_string())?;
     Ok(url.to_owned())
 }
 
@@ -312,6 +303,13 @@ mod tests {
             field_of(serde_json::json!({"payload": null})).as_deref(),
             Some("payload")
         );
+        for bad in ["http://:80/", "http://[::1/", "http://exa mple/"] {
+            assert_eq!(
+                field_of(serde_json::json!({"failure_callback_url": bad})).as_deref(),
+                Some("failure_callback_url"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

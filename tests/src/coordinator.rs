@@ -27,6 +27,11 @@ pub struct Coordinator {
 /// Fast settings for tests: short ticks so reaping and safety wakes happen within a second.
 pub const TEST_ARGS: &[&str] = &["--tick-ms", "200", "--reaper-ms", "100"];
 
+/// `LANES_CALLBACK_ALLOW` of every test coordinator: the webhook receivers of the tests listen
+/// on loopback, which the callback policy refuses by default. A test of the default policy
+/// passes `("LANES_CALLBACK_ALLOW", "")` to `start_with_env` (later variables win).
+pub const TEST_CALLBACK_ALLOW: &str = "127.0.0.1,::1";
+
 impl Coordinator {
     /// Starts a coordinator on `database_url` with `TEST_ARGS` plus `extra` arguments, and
     /// waits until it accepts connections.
@@ -103,6 +108,10 @@ impl Coordinator {
         let mut envs = vec![
             ("DATABASE_URL".to_string(), database_url.to_string()),
             ("RUST_LOG".to_string(), log.to_string()),
+            (
+                "LANES_CALLBACK_ALLOW".to_string(),
+                TEST_CALLBACK_ALLOW.to_string(),
+            ),
         ];
         envs.extend(env.iter().cloned());
         let path = procs::bin_path("coordinator")?;

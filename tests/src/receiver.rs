@@ -40,6 +40,8 @@ impl Got {
 pub struct Receiver {
     got: Arc<Mutex<Vec<Got>>>,
     script: Arc<Mutex<HashMap<String, VecDeque<u16>>>>,
+    /// Paths answered `302 Found` with this `Location`.
+    redirects: Arc<Mutex<HashMap<String, String>>>,
     /// The answer once a path's script is used up; 0 means 200.
     default_status: Arc<AtomicU16>,
     /// While set, requests are read, counted in `stalled` and never answered.
@@ -85,6 +87,13 @@ impl Receiver {
     pub fn answer(&self, path: &str, statuses: &[u16]) {
         if let Ok(mut s) = self.script.lock() {
             s.insert(path.into(), statuses.iter().copied().collect());
+        }
+    }
+
+    /// Answers every request to `path` with `302 Found` and `Location: location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        if let Ok(mut r) = self.redirects.lock() {
+            r.insert(path.into(), location.into());
         }
     }
 
@@ -161,6 +170,11 @@ impl Receiver {
                 0 => 200,
                 s => s,
             });
+        let location = self
+            .redirects
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&path).cloned());
         if let Ok(mut g) = self.got.lock() {
             g.push(Got {
                 path,
@@ -168,8 +182,12 @@ impl Receiver {
                 body,
             });
         }
+        let (status, extra) = match location {
+            Some(l) => (302, format!("location: {l}\r\n")),
+            None => (status, String::new()),
+        };
         let reply = format!(
-            "HTTP/1.1 {status} X\r\ncontent-length: 2\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nok"
+            "HTTP/1.1 {status} X\r\n{extra}content-length: 2\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nok"
         );
         sock.write_all(reply.as_bytes()).await?;
         sock.shutdown().await?;

@@ -6,7 +6,7 @@ use crate::db::transitions::enqueue::{self, NewJob};
 use crate::db::transitions::{cancel, retry};
 use crate::db::{agents, jobs, queues, stats};
 use crate::error::{Error, retry_conflicts};
-use crate::validate;
+use crate::{callback_policy, validate};
 use lanes_proto::limits;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::client_service_server::ClientService;
@@ -24,7 +24,15 @@ impl Clients {
         Clients { ctx }
     }
 
-    fn new_job(&self, r: pb::EnqueueRequest, trace: Option<&Trace>) -> Result<NewJob, Error> {
+    /// Checks one request and builds the job; `at` prefixes the field names of refusals
+    /// (`jobs[3].` in a batch).
+    fn new_job(
+        &self,
+        r: pb::EnqueueRequest,
+        trace: Option<&Trace>,
+        at: &str,
+    ) -> Result<NewJob, Error> {
+        let policy = &self.ctx.callback_policy;
         validate::queue_name(&r.queue)?;
         let payload = validate::json("payload", &r.payload, self.ctx.max_payload_bytes, false)?;
         limits::PRIORITY.check(r.priority.into())?;
@@ -48,15 +56,15 @@ impl Clients {
         Ok(NewJob {
             lane: validate::optional_key("lane", &r.lane)?,
             idempotency_key: validate::optional_key("idempotency_key", &r.idempotency_key)?,
-            callback_url: validate::callback_url(
-                "callback_url",
+            callback_url: callback_policy::check_at_enqueue(
+                policy,
+                &format!("{at}callback_url"),
                 &r.callback_url,
-                &self.ctx.callback_deny_hosts,
             )?,
-            failure_callback_url: validate::callback_url(
-                "failure_callback_url",
+            failure_callback_url: callback_policy::check_at_enqueue(
+                policy,
+                &format!("{at}failure_callback_url"),
                 &r.failure_callback_url,
-                &self.ctx.callback_deny_hosts,
             )?,
             traceparent: match trace {
                 Some((tp, _)) => Some(tp.clone()),
@@ -72,14 +80,24 @@ impl Clients {
     }
 
     /// Enqueues in one transaction, then asks for agents to be woken for the new ready work.
+    /// `batch`: refusals name their field as `jobs[i].field`, as in the batch request.
     async fn enqueue_all(
         &self,
         reqs: Vec<pb::EnqueueRequest>,
         trace: Option<Trace>,
+        batch: bool,
     ) -> Result<Vec<pb::EnqueueResponse>, Error> {
         let new: Vec<NewJob> = reqs
             .into_iter()
-            .map(|r| self.new_job(r, trace.as_ref()))
+            .enumerate()
+            .map(|(i, r)| {
+                let at = if batch {
+                    format!("jobs[{i}].")
+                } else {
+                    String::new()
+                };
+                self.new_job(r, trace.as_ref(), &at)
+            })
             .collect::<Result<_, _>>()?;
         let queues: std::collections::BTreeSet<&str> =
             new.iter().map(|j| j.queue.as_str()).collect();
@@ -138,7 +156,9 @@ impl ClientService for Clients {
         req: Request<pb::EnqueueRequest>,
     ) -> Result<Response<pb::EnqueueResponse>, Status> {
         let trace = trace_context(req.metadata());
-        let mut out = self.enqueue_all(vec![req.into_inner()], trace).await?;
+        let mut out = self
+            .enqueue_all(vec![req.into_inner()], trace, false)
+            .await?;
         let one = out
             .pop()
             .ok_or_else(|| Status::internal("enqueue returned nothing"))?;
@@ -164,7 +184,7 @@ impl ClientService for Clients {
             ))
             .into());
         }
-        let results = self.enqueue_all(jobs, trace).await?;
+        let results = self.enqueue_all(jobs, trace, true).await?;
         Ok(Response::new(pb::EnqueueBatchResponse { results }))
     }
 

@@ -26,8 +26,8 @@ pub struct Ctx {
     pub max_payload_bytes: usize,
     /// Told when this replica schedules work for later, so it is promoted on time.
     pub promoter: Promoter,
-    /// Hosts callback URLs may not point to (lower case), see `--callback-deny-hosts`.
-    pub callback_deny_hosts: Arc<Vec<String>>,
+    /// What callback URLs may point to (`--callback-allow`, `--callback-deny-hosts`).
+    pub callback_policy: Arc<lanes_proto::urls::Policy>,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
     known: Arc<Mutex<HashSet<String>>>,
 }
@@ -45,19 +45,14 @@ impl Ctx {
             pool,
             waker,
             max_payload_bytes,
-            callback_deny_hosts: Arc::default(),
+            callback_policy: Arc::default(),
             known: Arc::default(),
         }
     }
 
-    /// Sets the callback host deny-list (entries trimmed, lower-cased, empty ones dropped).
-    pub fn with_callback_deny_hosts(mut self, hosts: &[String]) -> Self {
-        let clean = hosts
-            .iter()
-            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-            .filter(|h| !h.is_empty())
-            .collect();
-        self.callback_deny_hosts = Arc::new(clean);
+    /// Sets what callback URLs may point to.
+    pub fn with_callback_policy(mut self, policy: Arc<lanes_proto::urls::Policy>) -> Self {
+        self.callback_policy = policy;
         self
     }
 
