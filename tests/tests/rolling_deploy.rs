@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 const QUEUE: &str = "invoice_import";
 
-/// (lane, seq, start_ns, end_ns, job) of every handler run.
-fn runs(record: &std::path::Path) -> anyhow::Result<Vec<(String, usize, u128, u128, i64)>> {
+/// One handler run: (lane, seq, start_ns, end_ns, job).
+type Run = (String, usize, u128, u128, i64);
+
+/// Every handler run recorded.
+fn runs(record: &std::path::Path) -> anyhow::Result<Vec<Run>> {
     let text = std::fs::read_to_string(record).unwrap_or_default();
     text.lines()
         .map(|l| {
