@@ -29,7 +29,7 @@ type Row = (i64, String, String, i32, Option<i32>, Option<String>);
 async fn outbox(db_url: &str) -> anyhow::Result<Vec<Row>> {
     let pool = sqlx::PgPool::connect(db_url).await?;
     let rows = sqlx::query_as(
-        "SELECT id, url, state, attempts, last_status, last_error FROM outbox ORDER BY id",
+        "SELECT id, url, state::text, attempts, last_status, last_error FROM outbox ORDER BY id",
     )
     .fetch_all(&pool)
     .await?;

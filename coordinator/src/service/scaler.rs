@@ -221,6 +221,6 @@ mod tests {
             assert!(matches!(t, Err(Error::Invalid(_))), "{bad}");
         }
         let t = trigger(Some(&meta(&[("queues", "ok,no spaces")])));
-        assert!(matches!(t, Err(Error::Invalid(_))));
+        assert!(matches!(t, Err(Error::InvalidField { .. })));
     }
 }
