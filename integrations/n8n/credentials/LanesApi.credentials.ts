@@ -17,7 +17,9 @@ export class LanesApi implements ICredentialType {
 
 	icon: Icon = { light: 'file:../icons/lanes.svg', dark: 'file:../icons/lanes.dark.svg' };
 
-	documentationUrl = 'https://www.npmjs.com/package/n8n-nodes-lanes#credentials';
+	// How to install a community package; this package's README (shipped with it) describes
+	// the fields below.
+	documentationUrl = 'https://docs.n8n.io/integrations/community-nodes/installation/';
 
 	properties: INodeProperties[] = [
 		{
