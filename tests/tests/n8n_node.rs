@@ -67,16 +67,18 @@ struct Install {
 
 impl Install {
     fn locate() -> Install {
-        let package = std::env::var_os("LANES_N8N_PACKAGE")
-            .map_or_else(|| repo().join("integrations/n8n"), PathBuf::from);
-        let cache = package.join(".cache");
-        let node = std::env::var_os("LANES_N8N_NODE").map_or_else(
-            || cache.join("node24/node_modules/.bin/node"),
-            PathBuf::from,
-        );
-        let cli = std::env::var_os("LANES_N8N_CLI")
-            .map_or_else(|| cache.join("n8n/node_modules/n8n/bin/n8n"), PathBuf::from);
-        Install { node, cli, package }
+        let env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+        // The defaults of integrations/n8n/scripts/test.sh, which passes these explicitly.
+        let cache = env("LANES_N8N_CACHE")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("lanes-n8n")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/lanes-n8n")))
+            .unwrap_or_else(|| PathBuf::from(".cache/lanes-n8n"));
+        Install {
+            node: env("LANES_N8N_NODE")
+                .unwrap_or_else(|| cache.join("node24/node_modules/.bin/node")),
+            cli: env("LANES_N8N_CLI").unwrap_or_else(|| cache.join("n8n/node_modules/n8n/bin/n8n")),
+            package: env("LANES_N8N_PACKAGE").unwrap_or_else(|| repo().join("integrations/n8n")),
+        }
     }
 
     fn missing(&self) -> Vec<String> {
