@@ -616,6 +616,63 @@ async fn post_raw(
     })
 }
 
+/// n8n's REST API as the instance owner (set up on first call): a session cookie and the
+/// browser id it is bound to.
+struct Rest {
+    client: reqwest::Client,
+    base: String,
+    cookie: String,
+}
+
+const BROWSER_ID: &str = "lanes-n8n-test";
+
+impl Rest {
+    async fn owner(n8n: &N8n) -> anyhow::Result<Rest> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let base = n8n.url("/rest");
+        let r = client
+            .post(format!("{base}/owner/setup"))
+            .header("browser-id", BROWSER_ID)
+            .json(&json!({"email": "owner@lanes.test", "firstName": "Lanes",
+                          "lastName": "Test", "password": "Lanes-test-1234"}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "owner setup: {}", r.status());
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("n8n-auth="))
+            .and_then(|v| v.split(';').next())
+            .context("no n8n-auth cookie")?
+            .to_owned();
+        Ok(Rest {
+            client,
+            base,
+            cookie,
+        })
+    }
+
+    /// The credential "Test" button: `{status: "OK" | "Error", message}`.
+    async fn test_credential(&self, kind: &str, data: Value) -> anyhow::Result<Value> {
+        let r = self
+            .client
+            .post(format!("{}/credentials/test", self.base))
+            .header("browser-id", BROWSER_ID)
+            .header("cookie", &self.cookie)
+            .json(&json!({"credentials": {"id": "", "name": "test", "type": kind, "data": data}}))
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        anyhow::ensure!(status.is_success(), "credentials/test: {status} {body}");
+        Ok(body["data"].clone())
+    }
+}
+
 #[tokio::test]
 async fn n8n_nodes_work_against_the_real_system() -> anyhow::Result<()> {
     if std::env::var(GATE).as_deref() != Ok("1") {
@@ -713,6 +770,14 @@ async fn n8n_nodes_work_against_the_real_system() -> anyhow::Result<()> {
     .await
     .with_context(|| server.log_tail(60))?;
     eprintln!("n8n serving after {:?}", started.elapsed());
+
+    // 0. The credential's Test button calls an authenticated gateway route with the key.
+    let rest = Rest::owner(&n8n).await?;
+    let data = |key: &str| json!({"url": gateway.url("/"), "apiKey": key, "webhookSecret": ""});
+    let good = rest.test_credential("lanesApi", data(KEY)).await?;
+    assert_eq!(good["status"], "OK", "{good}");
+    let bad = rest.test_credential("lanesApi", data("not-a-key")).await?;
+    assert_eq!(bad["status"], "Error", "{bad}");
 
     // 1. The enqueue example: one invoice in its establishment's lane, then a wake-up.
     let run = n8n.execute(WF_ENQUEUE).await?;
@@ -834,16 +899,23 @@ async fn n8n_nodes_work_against_the_real_system() -> anyhow::Result<()> {
         .cli(&["execute", &format!("--id={WF_ERROR}"), "--rawOutput"])
         .await?;
     let text = format!("{stdout}\n{stderr}");
-    assert!(!ok || text.contains("NOT successful"), "{text}");
-    assert!(
-        text.contains("queue \\\"bad queue!\\\" contains ' '")
-            || text.contains("queue \"bad queue!\" contains ' '"),
-        "the gateway's message is missing:\n{text}"
+    assert!(!ok, "the workflow must fail:\n{text}");
+    // n8n prints the failed run's JSON: the node's error as the user sees it in the editor.
+    let failed = run_json(&text).with_context(|| format!("no run JSON:\n{text}"))?;
+    let error = &failed["data"]["resultData"]["error"];
+    let message = "queue \"bad queue!\" contains ' '; allowed are letters, digits and _ . : -";
+    assert_eq!(
+        error["message"],
+        format!("{message} (field: queue)"),
+        "{error}"
     );
-    assert!(
-        text.contains("(field: queue)"),
-        "the field is missing:\n{text}"
+    assert_eq!(error["name"], "NodeApiError");
+    assert_eq!(error["httpCode"], "422");
+    assert_eq!(
+        error["context"]["gateway"],
+        json!({"status": 422, "code": "invalid_field", "message": message, "field": "queue"})
     );
+    assert_eq!(error["node"]["name"], "Bad queue");
 
     // 4. A tampered delivery: a real one from the coordinator (captured at the second
     // endpoint) with one byte changed is refused with 401 and starts no execution (counted at
