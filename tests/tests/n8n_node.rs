@@ -399,6 +399,13 @@ fn ops_workflow(n8n: &N8n) -> Value {
         "queue": "bad queue!", "payloadSource": "item"}),
     );
     bad["onError"] = json!("continueRegularOutput");
+    let mut no_lane = lanes(
+        "Lane expression empty, continue",
+        1000,
+        json!({"resource": "job", "operation": "enqueue", "queue": "n8n_ops",
+               "lane": "={{ $json.establishment_id }}", "payloadSource": "item"}),
+    );
+    no_lane["onError"] = json!("continueRegularOutput");
     let id = "={{ $json.job_id }}";
     let nodes = vec![
         json!({"name": "Invoices", "type": "n8n-nodes-base.set", "typeVersion": 3.4,
@@ -483,6 +490,7 @@ fn ops_workflow(n8n: &N8n) -> Value {
             "options": {"callbackUrl": done, "failureCallbackUrl": failed}}),
         ),
         bad,
+        no_lane,
     ];
     workflow(
         WF_OPS,
@@ -515,6 +523,7 @@ fn ops_workflow(n8n: &N8n) -> Value {
             &["Start", "Fail, callback only"],
             &["Start", "Fail, failure callback"],
             &["Start", "Bad queue, continue"],
+            &["Start", "Lane expression empty, continue"],
         ],
     )
 }
@@ -886,6 +895,12 @@ async fn n8n_nodes_work_against_the_real_system() -> anyhow::Result<()> {
         (&bad["field"], &bad["code"], &bad["http_code"]),
         (&json!("queue"), &json!("invalid_field"), &json!(422)),
         "{bad}"
+    );
+    // A lane expression that gives nothing is an error, not a job without ordering.
+    let no_lane = one(&run, "Lane expression empty, continue");
+    assert_eq!(
+        no_lane["error"], "Lane is empty for this item: its expression gave no value",
+        "{no_lane}"
     );
     let fail_cb = one(&run, "Fail, callback only")["job_id"]
         .as_i64()

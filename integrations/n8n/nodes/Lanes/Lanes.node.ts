@@ -162,10 +162,10 @@ function enqueueBody(ctx: IExecuteFunctions, i: number, item: INodeExecutionData
 		queue: String(ctx.getNodeParameter('queue', i, '')).trim(),
 		payload: payloadOf(ctx, i, item) as IDataObject,
 	};
-	const lane = String(ctx.getNodeParameter('lane', i, '') ?? '');
-	if (lane !== '') body.lane = lane;
-	const idempotencyKey = String(ctx.getNodeParameter('idempotencyKey', i, '') ?? '');
-	if (idempotencyKey !== '') body.idempotency_key = idempotencyKey;
+	const lane = optionalKey(ctx, i, 'lane', 'Lane');
+	if (lane !== undefined) body.lane = lane;
+	const idempotencyKey = optionalKey(ctx, i, 'idempotencyKey', 'Idempotency Key');
+	if (idempotencyKey !== undefined) body.idempotency_key = idempotencyKey;
 	const options = ctx.getNodeParameter('options', i, {}) as IDataObject;
 	if (options.priorityLevel !== undefined) body.priority = Number(options.priorityLevel);
 	else if (options.priority !== undefined) body.priority = options.priority;
@@ -177,6 +177,35 @@ function enqueueBody(ctx: IExecuteFunctions, i: number, item: INodeExecutionData
 	if (options.callbackUrl) body.callback_url = String(options.callbackUrl);
 	if (options.failureCallbackUrl) body.failure_callback_url = String(options.failureCallbackUrl);
 	return body;
+}
+
+/**
+ * A lane or idempotency key: undefined when the field is left empty. A field that is filled in
+ * (an expression) but gives nothing for this item is an error, never "no lane": a broken
+ * expression must not silently drop an establishment's ordering or the deduplication.
+ */
+function optionalKey(
+	ctx: IExecuteFunctions,
+	i: number,
+	name: string,
+	label: string,
+): string | undefined {
+	const value = ctx.getNodeParameter(name, i, '') as unknown;
+	if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+	if (typeof value === 'string' && value !== '') return value;
+	const raw = ctx.getNode().parameters[name];
+	const empty = value === undefined || value === null || value === '';
+	if (empty && (raw === undefined || raw === '')) return undefined;
+	throw new NodeOperationError(
+		ctx.getNode(),
+		empty
+			? `${label} is empty for this item: its expression gave no value`
+			: `${label} must be a string or a number, not ${Array.isArray(value) ? 'an array' : typeof value}`,
+		{
+			itemIndex: i,
+			description: `Fix the expression, or clear the ${label} field for jobs without one.`,
+		},
+	);
 }
 
 function runAt(ctx: IExecuteFunctions, i: number, value: unknown): string {
