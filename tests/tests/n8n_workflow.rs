@@ -5,7 +5,8 @@
 //! paths the callbacks example listens on), and need no Code node (so no
 //! `NODE_FUNCTION_ALLOW_BUILTIN=crypto`).
 //!
-//! Running them in a real n8n against the real system is `n8n_node.rs` (with `LANES_N8N_TEST=1`).
+//! Running them in a real n8n against the real system is `n8n_node.rs` (with `LANES_N8N_TEST=1`);
+//! its own workflows (`tests/fixtures/n8n-lanes-node-*.json`) are checked here too.
 
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
@@ -17,9 +18,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn example(name: &str) -> anyhow::Result<Value> {
-    let path = repo().join("gateway/examples/n8n").join(name);
+fn read(path: &Path) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+fn example(name: &str) -> anyhow::Result<Value> {
+    read(&repo().join("gateway/examples/n8n").join(name))
 }
 
 fn nodes(wf: &Value) -> Vec<Value> {
@@ -99,12 +103,30 @@ fn is_choice(name: &str) -> bool {
 #[test]
 fn the_examples_are_wired_and_use_only_what_the_package_defines() -> anyhow::Result<()> {
     let source = package_source()?;
-    for file in [
-        "lanes-enqueue-invoice.json",
-        "lanes-job-callbacks.json",
-        "lanes-events-telegram.json",
+    // The examples, and the workflows n8n_node.rs runs.
+    let fixtures = repo().join("tests/fixtures");
+    for (file, wf) in [
+        (
+            "lanes-enqueue-invoice.json",
+            example("lanes-enqueue-invoice.json")?,
+        ),
+        (
+            "lanes-job-callbacks.json",
+            example("lanes-job-callbacks.json")?,
+        ),
+        (
+            "lanes-events-telegram.json",
+            example("lanes-events-telegram.json")?,
+        ),
+        (
+            "n8n-lanes-node-ops.json",
+            read(&fixtures.join("n8n-lanes-node-ops.json"))?,
+        ),
+        (
+            "n8n-lanes-node-error.json",
+            read(&fixtures.join("n8n-lanes-node-error.json"))?,
+        ),
     ] {
-        let wf = example(file)?;
         let names: Vec<String> = nodes(&wf)
             .iter()
             .filter_map(|n| n["name"].as_str().map(str::to_owned))
