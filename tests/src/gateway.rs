@@ -263,16 +263,34 @@ impl Http {
             .send()
             .await
             .with_context(|| format!("{method} {path}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        reply(resp).await
     }
+
+    /// POST `body` as it is, with `headers` and no key (e.g. a webhook delivery replayed).
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        let mut req = self.client.post(format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        reply(req.send().await.with_context(|| format!("POST {path}"))?).await
+    }
+}
+
+async fn reply(resp: reqwest::Response) -> anyhow::Result<Reply> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// An agent simulated by the test: AgentService calls over gRPC.

@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod gateway;
 pub mod jobs;
 pub mod metrics;
+pub mod n8n;
 pub mod pg;
 pub mod procs;
 pub mod proxy;

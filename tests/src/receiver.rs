@@ -48,6 +48,8 @@ pub struct Receiver {
     pub stall: Arc<AtomicBool>,
     /// Requests left unanswered while `stall` was set.
     pub stalled: Arc<AtomicUsize>,
+    /// The body of every answer and its content type; `None`: `ok` as text/plain.
+    reply_body: Arc<Mutex<Option<(String, String)>>>,
     base: String,
 }
 
@@ -81,6 +83,13 @@ impl Receiver {
     /// Answers every request without a scripted status with `status` from now on.
     pub fn answer_all(&self, status: u16) {
         self.default_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers every request with `body` as JSON from now on (e.g. a fake API's reply).
+    pub fn answer_json(&self, body: &Value) {
+        if let Ok(mut b) = self.reply_body.lock() {
+            *b = Some((body.to_string(), "application/json".into()));
+        }
     }
 
     /// Answers the next requests to `path` with `statuses`, in turn.
@@ -186,8 +195,15 @@ impl Receiver {
             Some(l) => (302, format!("location: {l}\r\n")),
             None => (status, String::new()),
         };
+        let (text, content_type) = self
+            .reply_body
+            .lock()
+            .ok()
+            .and_then(|b| b.clone())
+            .unwrap_or_else(|| ("ok".into(), "text/plain".into()));
         let reply = format!(
-            "HTTP/1.1 {status} X\r\n{extra}content-length: 2\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nok"
+            "HTTP/1.1 {status} X\r\n{extra}content-length: {}\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n{text}",
+            text.len()
         );
         sock.write_all(reply.as_bytes()).await?;
         sock.shutdown().await?;

@@ -1,253 +1,248 @@
-//! The n8n example `gateway/examples/n8n/lanes-events-telegram.json`: the file parses, its
-//! nodes are wired Webhook (raw body) → Code → IF → Telegram / 401, and the Code node's
-//! JavaScript, run by `node` the way n8n runs it, accepts a callback exactly as a real
-//! coordinator signed and delivered it, and refuses a tampered body, a wrong secret, a
-//! stale timestamp and a missing signature. Skipped (with a note) without `node` on PATH.
+//! The n8n example workflows of `gateway/examples/n8n/`, checked without n8n: they parse, are
+//! wired (every connection names a node), use the Lanes nodes of `integrations/n8n` with
+//! parameters and values those nodes define (so renaming one in the package breaks this test,
+//! not a user's import), agree with each other (the enqueue example's callback URLs are the
+//! paths the callbacks example listens on), and need no Code node (so no
+//! `NODE_FUNCTION_ALLOW_BUILTIN=crypto`).
+//!
+//! Running them in a real n8n against the real system is `n8n_node.rs` (with `LANES_N8N_TEST=1`);
+//! its own workflows (`tests/fixtures/n8n-lanes-node-*.json`) are checked here too.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit as _, Mac as _};
-use lanes_proto::v1 as pb;
-use lanes_tests::jobs::Setup;
-use lanes_tests::receiver::Receiver;
-use serde_json::{Value, json};
-use sha2::Sha256;
-use std::path::PathBuf;
-use std::time::Duration;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
 
-const KEY: &[u8] = b"n8n-example-test-key-0123456789ab";
+const LANES: &str = "n8n-nodes-lanes.lanes";
+const TRIGGER: &str = "n8n-nodes-lanes.lanesTrigger";
 
-fn workflow_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../gateway/examples/n8n/lanes-events-telegram.json")
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn secret(key: &[u8]) -> String {
-    format!("whsec_{}", STANDARD.encode(key))
+fn read(path: &Path) -> anyhow::Result<Value> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 
-/// Runs the Code node's `jsCode` as n8n does: an async function body with `$input`, `$env`,
-/// `require` and `this.helpers`, the Webhook node's item holding the raw body as binary
-/// `data`. One run per case; prints each run's first output item, or the error.
-const HARNESS: &str = r#"
-const fs = require('fs');
-const [wfPath, casesPath] = process.argv.slice(2);
-const wf = JSON.parse(fs.readFileSync(wfPath, 'utf8'));
-const code = wf.nodes.find((n) => n.type === 'n8n-nodes-base.code').parameters.jsCode;
-const AsyncFunction = (async () => {}).constructor;
-(async () => {
-  const results = [];
-  for (const c of JSON.parse(fs.readFileSync(casesPath, 'utf8'))) {
-    const items = [{ json: { headers: c.headers, params: {}, query: {}, body: {} },
-                     binary: { data: { data: c.body_b64, mimeType: 'application/json' } } }];
-    const helpers = { getBinaryDataBuffer: async (i, name) => Buffer.from(items[i].binary[name].data, 'base64') };
-    const env = c.env === null
-      ? new Proxy({}, { get() { throw new Error('access to env vars denied'); } })
-      : c.env;
-    try {
-      const out = await new AsyncFunction('$input', '$env', 'require', code)
-        .call({ helpers }, { all: () => items }, env, require);
-      results.push(out[0].json);
-    } catch (e) {
-      results.push({ error: String(e.message || e) });
+fn example(name: &str) -> anyhow::Result<Value> {
+    read(&repo().join("gateway/examples/n8n").join(name))
+}
+
+fn nodes(wf: &Value) -> Vec<Value> {
+    wf["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+fn of_type(wf: &Value, t: &str) -> Vec<Value> {
+    nodes(wf).into_iter().filter(|n| n["type"] == t).collect()
+}
+
+fn named(wf: &Value, name: &str) -> Value {
+    nodes(wf)
+        .into_iter()
+        .find(|n| n["name"] == name)
+        .unwrap_or(Value::Null)
+}
+
+/// The names of the nodes `from` feeds (main output `output`).
+fn next(wf: &Value, from: &str, output: usize) -> Vec<String> {
+    wf["connections"][from]["main"][output]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["node"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The TypeScript sources of the package's nodes and credential, concatenated.
+fn package_source() -> anyhow::Result<String> {
+    let mut text = String::new();
+    for dir in ["nodes/Lanes", "nodes/LanesTrigger", "credentials"] {
+        for entry in std::fs::read_dir(repo().join("integrations/n8n").join(dir))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "ts") {
+                text.push_str(&std::fs::read_to_string(path)?);
+            }
+        }
     }
-  }
-  console.log(JSON.stringify(results));
-})();
-"#;
-
-/// A signature made with this test's own HMAC code.
-fn sign(key: &[u8], id: &str, ts: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    Ok(text)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// Every parameter name (nested in collections too) a Lanes node of the examples sets, and
+/// every option value it picks, must be defined by the package.
+fn check_parameters(source: &str, params: &Map<String, Value>, at: &str) {
+    for (name, value) in params {
+        assert!(
+            source.contains(&format!("name: '{name}'")),
+            "{at}: the package defines no parameter {name:?}"
+        );
+        match value {
+            Value::Object(inner) => check_parameters(source, inner, &format!("{at}.{name}")),
+            // A fixed choice (not an expression) must be one of the parameter's options.
+            Value::String(s) if is_choice(name) => assert!(
+                source.contains(&format!("value: '{s}'")),
+                "{at}.{name}: {s:?} is not an option of the package"
+            ),
+            Value::Array(items) => {
+                for s in items.iter().filter_map(Value::as_str) {
+                    assert!(
+                        source.contains(&format!("value: '{s}'")),
+                        "{at}.{name}: {s:?} is not an option of the package"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
-fn case(env: Value, headers: Value, body: &[u8]) -> Value {
-    json!({"env": env, "headers": headers, "body_b64": STANDARD.encode(body)})
-}
-
-async fn run_code_node(cases: &[Value]) -> anyhow::Result<Vec<Value>> {
-    let dir = tempfile::tempdir()?;
-    let harness = dir.path().join("harness.js");
-    let input = dir.path().join("cases.json");
-    std::fs::write(&harness, HARNESS)?;
-    std::fs::write(&input, serde_json::to_vec(cases)?)?;
-    let out = tokio::process::Command::new("node")
-        .arg(&harness)
-        .arg(workflow_path())
-        .arg(&input)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "node failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn node_available() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+fn is_choice(name: &str) -> bool {
+    matches!(
+        name,
+        "resource" | "operation" | "payloadSource" | "priority" | "responseMode" | "onTimeout"
+    )
 }
 
 #[test]
-fn the_workflow_is_wired_for_signature_checks() -> anyhow::Result<()> {
-    let wf: Value = serde_json::from_slice(&std::fs::read(workflow_path())?)?;
-    let nodes = wf["nodes"].as_array().cloned().unwrap_or_default();
-    let of_type = |t: &str| {
-        nodes
+fn the_examples_are_wired_and_use_only_what_the_package_defines() -> anyhow::Result<()> {
+    let source = package_source()?;
+    // The examples, and the workflows n8n_node.rs runs.
+    let fixtures = repo().join("tests/fixtures");
+    for (file, wf) in [
+        (
+            "lanes-enqueue-invoice.json",
+            example("lanes-enqueue-invoice.json")?,
+        ),
+        (
+            "lanes-job-callbacks.json",
+            example("lanes-job-callbacks.json")?,
+        ),
+        (
+            "lanes-events-telegram.json",
+            example("lanes-events-telegram.json")?,
+        ),
+        (
+            "n8n-lanes-node-ops.json",
+            read(&fixtures.join("n8n-lanes-node-ops.json"))?,
+        ),
+        (
+            "n8n-lanes-node-error.json",
+            read(&fixtures.join("n8n-lanes-node-error.json"))?,
+        ),
+    ] {
+        let names: Vec<String> = nodes(&wf)
             .iter()
-            .filter(|n| n["type"] == t)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let hook = &of_type("n8n-nodes-base.webhook")[0];
-    assert_eq!(hook["parameters"]["httpMethod"], "POST");
-    assert_eq!(hook["parameters"]["options"]["rawBody"], true);
-    assert_eq!(hook["parameters"]["responseMode"], "responseNode");
-    assert_eq!(of_type("n8n-nodes-base.code").len(), 1);
-    let tg = &of_type("n8n-nodes-base.telegram")[0];
-    assert_eq!(tg["parameters"]["text"], "={{ $json.body.message }}");
-    let codes: Vec<Value> = of_type("n8n-nodes-base.respondToWebhook")
-        .iter()
-        .map(|n| n["parameters"]["options"]["responseCode"].clone())
-        .collect();
-    assert!(codes.contains(&json!(401)) && codes.contains(&json!(200)));
-    // Every connection names an existing node; the IF's false branch answers 401.
-    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
-    let conns = wf["connections"].as_object().cloned().unwrap_or_default();
-    for (from, c) in &conns {
-        assert!(names.contains(&from.as_str()), "{from}");
-        let outputs = c["main"].as_array().cloned().unwrap_or_default();
-        for target in outputs.iter().filter_map(Value::as_array).flatten() {
-            let to = target["node"].as_str().unwrap_or_default();
-            assert!(names.contains(&to), "{from} → {to}");
+            .filter_map(|n| n["name"].as_str().map(str::to_owned))
+            .collect();
+        let conns = wf["connections"].as_object().cloned().unwrap_or_default();
+        for (from, c) in &conns {
+            assert!(names.contains(from), "{file}: {from}");
+            for output in c["main"].as_array().into_iter().flatten() {
+                for target in output.as_array().into_iter().flatten() {
+                    let to = target["node"].as_str().unwrap_or_default();
+                    assert!(names.iter().any(|n| n == to), "{file}: {from} → {to}");
+                }
+            }
+        }
+        for node in nodes(&wf) {
+            let t = node["type"].as_str().unwrap_or_default();
+            assert_ne!(
+                t, "n8n-nodes-base.code",
+                "{file}: no Code node is needed any more"
+            );
+            assert_ne!(
+                t, "n8n-nodes-base.httpRequest",
+                "{file}: use the Lanes node"
+            );
+            if t == LANES || t == TRIGGER {
+                assert!(
+                    node["credentials"]["lanesApi"]["id"].is_string(),
+                    "{file}: {} has no Lanes API credential",
+                    node["name"]
+                );
+                assert_eq!(node["typeVersion"], 1, "{file}");
+                let params = node["parameters"].as_object().cloned().unwrap_or_default();
+                check_parameters(&source, &params, &format!("{file}: {}", node["name"]));
+            }
+            if t == TRIGGER {
+                assert!(
+                    node["webhookId"].is_string(),
+                    "{file}: trigger without webhookId"
+                );
+            }
         }
     }
-    let iff = &of_type("n8n-nodes-base.if")[0];
-    let no = &conns[iff["name"].as_str().unwrap_or_default()]["main"][1][0]["node"];
-    let no_node = nodes.iter().find(|n| &n["name"] == no).cloned();
-    assert_eq!(
-        no_node.map(|n| n["parameters"]["options"]["responseCode"].clone()),
-        Some(json!(401))
-    );
     Ok(())
 }
 
-#[tokio::test]
-async fn the_code_node_verifies_what_the_coordinator_signs() -> anyhow::Result<()> {
-    if !node_available() {
-        eprintln!("note: `node` is not on PATH; the n8n Code node check is skipped");
-        return Ok(());
-    }
-    // A real delivery, signed by the coordinator's dispatcher.
-    let rx = Receiver::start().await?;
-    let s = Setup::start(&["--webhook-secret", &secret(KEY)]).await?;
-    let job = s
-        .add_req(pb::EnqueueRequest {
-            queue: "invoices".into(),
-            lane: "resto-42".into(),
-            payload: "{}".into(),
-            callback_url: rx.url("/lanes-events"),
-            ..Default::default()
-        })
-        .await?;
-    let leased = s.take("agent-2", "invoices").await?;
-    s.complete(&leased).await?;
-    let got = rx.wait_for(1, Duration::from_secs(20)).await?.remove(0);
-    let headers = json!(got.headers);
-    let env = json!({"LANES_WEBHOOK_SECRET": secret(KEY)});
-
-    let mut tampered = got.body.clone();
-    tampered.extend_from_slice(b" ");
-    // A global event's envelope, signed with this test's own HMAC code.
-    let event = r#"{"id":"evt_123","type":"agent.awake","occurred_at":"2026-11-23T14:00:00.000000Z","message":"🟢 Worker agent-2 awake — 5 jobs pending","language":"en","queue":"invoices","lane":null,"data":{}}"#.as_bytes();
-    let ts = now();
-    let signed = |ts: i64, sig: String| {
-        json!({"webhook-id": "msg_evt", "webhook-timestamp": ts.to_string(),
-               "webhook-signature": sig})
-    };
-    let good = sign(KEY, "msg_evt", ts, event);
-    let stale = now() - 301;
-    let cases = [
-        case(env.clone(), headers.clone(), &got.body),
-        case(env.clone(), headers.clone(), &tampered),
-        case(
-            json!({"LANES_WEBHOOK_SECRET": secret(b"another-key")}),
-            headers.clone(),
-            &got.body,
-        ),
-        case(
-            env.clone(),
-            signed(ts, format!("v1,bm9wZQ== {good}")),
-            event,
-        ),
-        case(
-            env.clone(),
-            signed(stale, sign(KEY, "msg_evt", stale, event)),
-            event,
-        ),
-        case(env.clone(), json!({"webhook-id": "msg_evt"}), event),
-        // Environment access blocked and no secret pasted: a clear error, never "valid".
-        case(Value::Null, headers.clone(), &got.body),
-    ];
-    let r = run_code_node(&cases).await?;
-
-    assert_eq!(r[0]["valid"], true, "{}", r[0]);
-    assert_eq!(r[0]["webhook_id"], got.header("webhook-id"));
-    assert_eq!(r[0]["body"]["task_id"], job);
+#[test]
+fn the_enqueue_example_calls_back_the_callbacks_example() -> anyhow::Result<()> {
+    let enqueue = example("lanes-enqueue-invoice.json")?;
+    let callbacks = example("lanes-job-callbacks.json")?;
+    let enq = named(&enqueue, "Enqueue invoice");
+    let p = &enq["parameters"];
     assert_eq!(
-        r[0]["body"]["message"],
-        format!("✅ Job {job} completed (invoices / resto-42)")
+        (&p["resource"], &p["operation"], &p["queue"]),
+        (&json!("job"), &json!("enqueue"), &json!("invoice_import"))
     );
-    for (i, why) in [(1, "bad signature"), (2, "bad signature")] {
-        assert_eq!(
-            (&r[i]["valid"], &r[i]["reason"]),
-            (&json!(false), &json!(why)),
-            "{i}"
+    // One lane per establishment; one idempotency key per invoice.
+    assert_eq!(p["lane"], "={{ $json.establishment_id }}");
+    assert_eq!(p["idempotencyKey"], "=invoice-{{ $json.invoice_id }}");
+    assert_eq!(next(&enqueue, "Enqueue invoice", 0), ["Wake a worker"]);
+    assert_eq!(
+        named(&enqueue, "Wake a worker")["parameters"]["operation"],
+        "wakeWorkers"
+    );
+
+    // Each callback URL of the enqueue node is the path of a trigger of the callbacks example
+    // that selects that event.
+    let triggers = of_type(&callbacks, TRIGGER);
+    assert_eq!(triggers.len(), 2);
+    for (option, event) in [
+        ("callbackUrl", "job.completed"),
+        ("failureCallbackUrl", "job.failed"),
+    ] {
+        let url = p["options"][option].as_str().unwrap_or_default();
+        let path = url.rsplit('/').next().unwrap_or_default();
+        assert!(url.starts_with("={{ $json.n8n_webhook_base }}/"), "{url}");
+        let trigger = triggers
+            .iter()
+            .find(|t| t["parameters"]["path"] == path)
+            .unwrap_or_else(|| panic!("no trigger listens on {path}"));
+        assert_eq!(trigger["parameters"]["events"], json!([event]), "{path}");
+        // The next step reads the event's fields at the top level of the trigger's output.
+        let after = next(&callbacks, trigger["name"].as_str().unwrap_or_default(), 0);
+        assert_eq!(after.len(), 1);
+        let set = named(&callbacks, &after[0]);
+        let text = set["parameters"].to_string();
+        assert!(
+            text.contains("$json.job_id") && !text.contains("$json.body"),
+            "{text}"
         );
     }
-    assert_eq!(r[3]["valid"], true, "{}", r[3]);
-    assert_eq!(
-        r[3]["body"]["message"],
-        "🟢 Worker agent-2 awake — 5 jobs pending"
-    );
-    assert_eq!(r[4]["valid"], false);
-    assert!(
-        r[4]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("5 minutes"),
-        "{}",
-        r[4]
-    );
-    assert_eq!(r[5]["valid"], false);
-    assert!(
-        r[5]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("missing"),
-        "{}",
-        r[5]
-    );
-    assert!(
-        r[6]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("secret"),
-        "{}",
-        r[6]
-    );
+    Ok(())
+}
+
+#[test]
+fn the_telegram_example_sends_each_selected_event_and_answers_after_telegram() -> anyhow::Result<()>
+{
+    let wf = example("lanes-events-telegram.json")?;
+    let triggers = of_type(&wf, TRIGGER);
+    assert_eq!(triggers.len(), 1);
+    let p = &triggers[0]["parameters"];
+    assert_eq!(p["path"], "lanes-events");
+    // Answered when the Telegram node is done: a Telegram outage makes Lanes retry later.
+    assert_eq!(p["responseMode"], "lastNode");
+    let events: Vec<&str> = p["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    for e in ["job.failed", "agent.*", "watchdog.*", "lane.blocked"] {
+        assert!(events.contains(&e), "{e} not selected: {events:?}");
+    }
+    let to = next(&wf, triggers[0]["name"].as_str().unwrap_or_default(), 0);
+    let tg = named(&wf, &to[0]);
+    assert_eq!(tg["type"], "n8n-nodes-base.telegram");
+    // Every event carries a ready-to-send `message` (the trigger adds one to job callbacks).
+    assert_eq!(tg["parameters"]["text"], "={{ $json.message }}");
     Ok(())
 }
