@@ -302,6 +302,14 @@ impl LocalCluster {
             }
             // Benchmarks set LANES_PG_DURABLE=1: commits then cost a real fsync, as in production.
             let durable = std::env::var("LANES_PG_DURABLE").is_ok_and(|v| v == "1");
+            // LANES_PG_STAT_STATEMENTS=1: per-statement figures, planning and the statements
+            // run inside the transition functions included (the bench's `cost` scenario).
+            if std::env::var("LANES_PG_STAT_STATEMENTS").is_ok_and(|v| v == "1") {
+                options.push_str(
+                    " -c shared_preload_libraries=pg_stat_statements \
+                     -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on",
+                );
+            }
             for setting in SERVER_SETTINGS {
                 if durable && NOT_DURABLE.iter().any(|n| setting.starts_with(n)) {
                     continue;

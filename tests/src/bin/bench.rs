@@ -3,7 +3,9 @@
 //!
 //!   cargo build --release --bins && LANES_PG_DURABLE=1 target/release/bench [scenario…]
 //!
-//! Scenarios: enqueue, throughput, backlog, pickup, hotlane, webhooks (default: all).
+//! Scenarios: enqueue, throughput, backlog, delayed, pickup, hotlane, webhooks, stats, cost
+//! (default: all but stats, which loads 10 million rows, and cost, which wants
+//! LANES_PG_STAT_STATEMENTS=1).
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -26,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         "enqueue",
         "throughput",
         "backlog",
+        "delayed",
         "pickup",
         "hotlane",
         "webhooks",
@@ -52,6 +55,12 @@ async fn main() -> anyhow::Result<()> {
                 throughput(10).await?;
             }
             "backlog" => backlog().await?,
+            "delayed" => delayed().await?,
+            "stats" => stats().await?,
+            "cost" => {
+                cost(1000).await?;
+                cost(1).await?;
+            }
             "pickup" => pickup().await?,
             "hotlane" => hotlane().await?,
             "webhooks" => webhooks(5_000).await?,
@@ -266,6 +275,189 @@ async fn backlog() -> anyhow::Result<()> {
         100.0 * rate / empty_rate
     );
     Ok(())
+}
+
+/// Lease latency behind work that cannot run yet: 300,000 delayed priority-10 unkeyed jobs
+/// and 100,000 priority-10 lanes whose head waits (a delay, as a retry backoff would), none of
+/// which a lease may take. They wait outside the ready indexes, so the lease must not notice.
+async fn delayed() -> anyhow::Result<()> {
+    let (_db, coord) = start().await?;
+    let client = coord.client().await?;
+    let n = 10_000;
+    fill(&client, "bench", "measured-", 1000, n, 1).await?;
+    let (_, empty) = run_leasers(&coord, "bench", 8, n, false).await?;
+    println!("delayed: empty queue: Lease {}", pct(&empty));
+    let t = Instant::now();
+    let later = |lane: Option<String>| pb::EnqueueRequest {
+        queue: "bench".into(),
+        lane: lane.unwrap_or_default(),
+        payload: "{}".into(),
+        priority: 10,
+        delay_seconds: 3600,
+        ..Default::default()
+    };
+    let mut c = client.clone();
+    for batch in 0..400 {
+        let jobs = (0..1000)
+            .map(|i| later((batch >= 300).then(|| format!("waiting-{batch}-{i}"))))
+            .collect();
+        c.enqueue_batch(pb::EnqueueBatchRequest { jobs }).await?;
+    }
+    println!(
+        "delayed: loaded 300,000 delayed jobs and 100,000 waiting lanes (priority 10) in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    fill(&client, "bench", "measured-", 1000, n, 1).await?;
+    let (_, behind) = run_leasers(&coord, "bench", 8, n, false).await?;
+    println!(
+        "delayed: behind them: Lease {} (p99 {:.2}× the empty queue's)",
+        pct(&behind),
+        behind.value_at_quantile(0.99) as f64 / empty.value_at_quantile(0.99).max(1) as f64
+    );
+    Ok(())
+}
+
+/// GetStats latency with 10^4 and then 10^7 finished jobs on record: the counts come from
+/// counters kept by the transitions, so the two must cost the same. The finished jobs are
+/// written straight into the table (then counted once), not run: this measures the read.
+async fn stats() -> anyhow::Result<()> {
+    let (db, coord) = start().await?;
+    let mut client = coord.client().await?;
+    client.enqueue(job("bench", String::new())).await?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let mut on_record = 0i64;
+    for target in [10_000i64, 10_000_000] {
+        let t = Instant::now();
+        while on_record < target {
+            let step = (target - on_record).min(1_000_000);
+            sqlx::query(
+                "INSERT INTO jobs (queue, lane_key, payload, state, run_at, attempt, max_attempts,
+                     started_at, finished_at, created_at, result)
+                 SELECT 'bench', 'lane-' || (g % 1000), '{}', 'completed',
+                     now() - interval '1 hour', 1, 3, now() - interval '1 hour',
+                     now() - interval '59 minutes', now() - interval '1 hour', 'null'
+                 FROM generate_series(1, $1) g",
+            )
+            .bind(step)
+            .execute(&pool)
+            .await?;
+            on_record += step;
+        }
+        sqlx::query("SELECT transitions.recount('bench')")
+            .execute(&pool)
+            .await?;
+        sqlx::raw_sql("VACUUM ANALYZE jobs").execute(&pool).await?;
+        let loaded = t.elapsed();
+        let mut hist = Histogram::<u64>::new(3)?;
+        for _ in 0..200 {
+            let t = Instant::now();
+            let s = client
+                .get_stats(pb::GetStatsRequest::default())
+                .await?
+                .into_inner();
+            hist.record(t.elapsed().as_micros() as u64)?;
+            let done = s.totals.map_or(0, |c| c.completed);
+            anyhow::ensure!(done == on_record, "stats say {done} completed, {on_record} on record");
+        }
+        println!(
+            "stats: GetStats with {on_record} jobs on record (loaded in {:.0} s): {}",
+            loaded.as_secs_f64(),
+            pct(&hist)
+        );
+    }
+    Ok(())
+}
+
+/// PostgreSQL's cost of a hand-off (Complete with `lease_next`: complete a job and lease the
+/// next): 8 leasers drain 20,000 jobs over `lanes` lanes; the CPU time of the server's
+/// processes (postmaster and every child: backends, WAL writer, checkpointer, autovacuum)
+/// over the drain, per job, and with pg_stat_statements (LANES_PG_STAT_STATEMENTS=1 on the
+/// harness's cluster) the statements behind it: calls, plans, planning and execution time.
+async fn cost(lanes: usize) -> anyhow::Result<()> {
+    let (db, coord) = start().await?;
+    let client = coord.client().await?;
+    let pool = sqlx::PgPool::connect(&db.url).await?;
+    let n = 20_000;
+    fill(&client, "bench", "lane-", lanes, n, 1).await?;
+    let statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&pool)
+        .await
+        .is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&pool)
+            .await
+            .is_ok();
+    let postmaster = postmaster_pid(&pool).await?;
+    let cpu0 = server_cpu(postmaster)?;
+    let (took, _) = run_leasers(&coord, "bench", 8, n, true).await?;
+    let cpu = server_cpu(postmaster)? - cpu0;
+    println!(
+        "cost: {n} jobs over {lanes} lane(s), 8 leasers with lease_next: {:.0} jobs/s; \
+         PostgreSQL CPU {:.3} ms per job ({:.1} s in all)",
+        n as f64 / took.as_secs_f64(),
+        cpu * 1000.0 / n as f64,
+        cpu
+    );
+    if !statements {
+        println!("cost: (no per-statement table: set LANES_PG_STAT_STATEMENTS=1)");
+        return Ok(());
+    }
+    let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90), calls, plans,
+                total_plan_time, total_exec_time
+         FROM pg_stat_statements WHERE calls >= $1 / 2 ORDER BY total_exec_time DESC LIMIT 12",
+    )
+    .bind(n as i64)
+    .fetch_all(&pool)
+    .await?;
+    println!("cost: | statement | calls | plans | plan ms/call | exec ms/call |");
+    println!("cost: |---|---|---|---|---|");
+    for (q, calls, plans, plan, exec) in rows {
+        let per = |t: f64| t / calls.max(1) as f64;
+        println!(
+            "cost: | `{}` | {calls} | {plans} | {:.3} | {:.3} |",
+            q.replace('|', "\\|"),
+            per(plan),
+            per(exec)
+        );
+    }
+    Ok(())
+}
+
+/// The pid of the server's postmaster (its data directory's `postmaster.pid`).
+async fn postmaster_pid(pool: &sqlx::PgPool) -> anyhow::Result<u32> {
+    let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+        .fetch_one(pool)
+        .await?;
+    let text = std::fs::read_to_string(format!("{dir}/postmaster.pid"))?;
+    Ok(text.lines().next().unwrap_or("").trim().parse()?)
+}
+
+/// CPU seconds used so far by the postmaster `pid` and its live children.
+fn server_cpu(pid: u32) -> anyhow::Result<f64> {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(name) = entry?.file_name().into_string() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which may hold spaces) closed by ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let (ppid, utime, stime): (u32, f64, f64) = match (f.get(1), f.get(11), f.get(12)) {
+            (Some(p), Some(u), Some(s)) => (p.parse()?, u.parse()?, s.parse()?),
+            _ => continue,
+        };
+        if name == pid.to_string() || ppid == pid {
+            total += (utime + stime) / tick;
+        }
+    }
+    Ok(total)
 }
 
 async fn pickup() -> anyhow::Result<()> {
