@@ -5,6 +5,7 @@ pub mod agent;
 pub mod consistency;
 pub mod coordinator;
 pub mod gateway;
+pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod n8n;
