@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod gateway;
 pub mod health;
 pub mod jobs;
+pub mod load;
 pub mod metrics;
 pub mod n8n;
 pub mod pg;
@@ -14,6 +15,7 @@ pub mod pg_private;
 pub mod procs;
 pub mod proxy;
 pub mod receiver;
+pub mod records;
 pub mod webhooks;
 
 pub use consistency::assert_lanes_agree;
