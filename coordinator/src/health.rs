@@ -2,6 +2,8 @@
 //! the three Lanes services: SERVING only while the database answers, every background task
 //! runs, and the graceful drain has not begun. It owns the database probe (a `SELECT 1`
 //! every second on a connection of its own) and the one place that publishes the status.
+//! The health entry [`LIVENESS`] is always SERVING: a liveness probe must not restart a
+//! replica that only waits for its database.
 //!
 //! Must never: report SERVING once the drain began, or mistake a busy pool for a database
 //! that is down (the probe does not queue behind the RPCs for a pooled connection).
@@ -21,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// The health entry of liveness probes: SERVING while the process answers at all, whatever
+/// the database and the tasks do (readiness, not liveness, takes a replica out of service).
+pub const LIVENESS: &str = "liveness";
 
 /// How often the database is probed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -74,8 +80,12 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Readiness published to `reporter`; ready until told otherwise.
-    pub fn new(reporter: HealthReporter) -> Self {
+    /// Readiness published to `reporter`; ready until told otherwise. Also sets
+    /// [`LIVENESS`] SERVING, for good.
+    pub async fn new(reporter: HealthReporter) -> Self {
+        reporter
+            .set_service_status(LIVENESS, ServingStatus::Serving)
+            .await;
         Readiness {
             reporter,
             state: Mutex::new(State::default()),
@@ -251,7 +261,7 @@ mod tests {
     async fn not_serving_while_anything_is_down_and_for_good_once_draining() {
         let reporter = HealthReporter::new();
         let health = HealthService::from_health_reporter(reporter.clone());
-        let r = Readiness::new(reporter);
+        let r = Readiness::new(reporter).await;
         r.set_database(true).await;
         assert_eq!(published(&health).await, ServingStatus::Serving);
         r.set_database(false).await;
@@ -268,5 +278,14 @@ mod tests {
         r.task_up("reaper").await;
         assert!(!r.is_serving(), "draining is for good");
         assert_eq!(published(&health).await, ServingStatus::NotServing);
+        let live = HealthCheckRequest {
+            service: LIVENESS.into(),
+        };
+        let live = health.check(tonic::Request::new(live)).await;
+        assert_eq!(
+            live.map(|r| r.into_inner().status).ok(),
+            Some(1),
+            "alive all along"
+        );
     }
 }

@@ -63,7 +63,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     health.set_serving::<ClientServiceServer<Clients>>().await;
     health.set_serving::<AdminServiceServer<Admin>>().await;
     health.set_serving::<ExternalScalerServer<Scaler>>().await;
-    let readiness = Arc::new(Readiness::new(health));
+    let readiness = Arc::new(Readiness::new(health).await);
     // Installed before the tasks start, so their restart counters are registered at 0.
     let metrics_handle = match args.metrics_listen {
         Some(_) => Some(metrics::install().context("installing the metrics recorder")?),

@@ -208,8 +208,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn readiness() -> Arc<Readiness> {
-        Arc::new(Readiness::new(tonic_health::server::HealthReporter::new()))
+    async fn readiness() -> Arc<Readiness> {
+        Arc::new(Readiness::new(tonic_health::server::HealthReporter::new()).await)
     }
 
     /// Delays of milliseconds, so the tests take a fraction of a second.
@@ -241,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_restarted_and_the_replica_is_down_meanwhile() {
-        let ready = readiness();
+        let ready = readiness().await;
         let stop = CancellationToken::new();
         // Down for a whole second: long enough to be seen however slow the machine is.
         let slow_to_settle = Timing {
@@ -268,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_keeps_failing_keeps_the_replica_down() {
-        let ready = readiness();
+        let ready = readiness().await;
         let stop = CancellationToken::new();
         let mut sup = supervisor(&ready, &stop, &[]);
         let runs = Arc::new(AtomicUsize::new(0));
@@ -286,7 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_ends_tasks_without_restarts() {
-        let ready = readiness();
+        let ready = readiness().await;
         let stop = CancellationToken::new();
         let mut sup = supervisor(&ready, &stop, &[]);
         let runs = Arc::new(AtomicUsize::new(0));

@@ -3,8 +3,9 @@
 //! then every session terminated (`pg_terminate_backend`) — while two coordinators, a
 //! gateway and four agents running a recording handler work through jobs enqueued over many
 //! lanes through the gateway. No binary is restarted by the test. During each outage both
-//! coordinators report NOT_SERVING on grpc.health.v1 and the gateway's `/readyz` answers 503;
-//! after it, SERVING and 200 again, and work resumes.
+//! coordinators report NOT_SERVING on grpc.health.v1 (their `liveness` entry stays SERVING)
+//! and the gateway's `/readyz` answers 503; after it, SERVING and 200 again, and work
+//! resumes.
 //!
 //! From the record of every handler run and the database: every job ran and completed
 //! exactly once (a job may run again only where its handler finished but its Complete was
@@ -15,7 +16,7 @@
 //! while it was down).
 
 use lanes_tests::gateway::{ENQUEUE_KEY, Gateway, KEYS};
-use lanes_tests::health::{wait_coordinator, wait_gateway_readyz};
+use lanes_tests::health::{coordinator_status, wait_coordinator, wait_gateway_readyz};
 use lanes_tests::load::{Feeder, completed, wait_completed};
 use lanes_tests::metrics::scrape;
 use lanes_tests::receiver::Receiver;
@@ -86,6 +87,15 @@ async fn every_binary_rides_out_database_restarts_and_killed_sessions() -> anyho
         }
         wait_gateway_readyz(&gw, 503, wait).await?;
         let noticed = outage.elapsed();
+        // Liveness is not readiness: a probe asking it must not restart a waiting replica.
+        for c in [&a, &b] {
+            let live = coordinator_status(&c.url(), "liveness").await;
+            assert_eq!(
+                live,
+                Some(ServingStatus::Serving),
+                "liveness during the outage"
+            );
+        }
         // The database stays down until an enqueue has met the outage (and will be retried).
         let deadline = Instant::now() + wait;
         while refused(&feeder) == refused_before {
