@@ -238,7 +238,7 @@ async fn new_agent(
     handler: &str,
 ) -> anyhow::Result<AgentProc> {
     let id = format!("agent-{generation}");
-    let order = if *generation % 2 == 0 {
+    let order = if generation.is_multiple_of(2) {
         format!("{},{}", urls[0], urls[1])
     } else {
         format!("{},{}", urls[1], urls[0])

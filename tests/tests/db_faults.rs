@@ -57,7 +57,7 @@ async fn every_binary_rides_out_database_restarts_and_killed_sessions() -> anyho
     let handler = bin_path("record-run")?.display().to_string();
     let mut agents = Vec::new();
     for n in 0..4 {
-        let order = if n % 2 == 0 {
+        let order = if n.is_multiple_of(2) {
             format!("{},{}", a.url(), b.url())
         } else {
             format!("{},{}", b.url(), a.url())
