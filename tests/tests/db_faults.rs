@@ -56,7 +56,7 @@ async fn every_binary_rides_out_database_restarts_and_killed_sessions() -> anyho
     let record = dir.path().join("runs.log");
     let handler = bin_path("record-run")?.display().to_string();
     let mut agents = Vec::new();
-    for n in 0..4 {
+    for n in 0..4u32 {
         let order = if n.is_multiple_of(2) {
             format!("{},{}", a.url(), b.url())
         } else {
