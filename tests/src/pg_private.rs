@@ -7,6 +7,8 @@
 //! `immediate` stop (a crash, as far as the server knows) loses the last commits it already
 //! acknowledged, which would be the test cluster's loss, not the system's under test.
 //! (`fsync=off` stays: it only matters when the machine itself crashes.)
+//!
+//! Must never: touch the shared cluster, or outlive the test process.
 
 use crate::pg::{LocalCluster, TestDb, create_database};
 use anyhow::Context as _;

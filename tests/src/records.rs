@@ -3,6 +3,9 @@
 //! the fault and chaos tests check over the whole record: each job ran, lanes never ran two
 //! jobs at once, each lane ran in enqueue order, and a job ran again only for a reason the
 //! test accepts (its agent died after the handler finished, before its Complete landed).
+//!
+//! Must never: accept a repeated run without the test's reason, or judge the order of a lane
+//! by anything but the runs' own start and end times.
 
 use anyhow::{Context as _, bail};
 use std::collections::{BTreeMap, HashMap};
