@@ -277,6 +277,11 @@ def promises(case: str, docs: list[dict], values: dict) -> None:
         else:
             check(c[probe].get("grpc", {}).get("port") == values["coordinator"]["port"],
                   f"coordinator {probe}: native gRPC probe on the gRPC port")
+    if not tls:
+        # Readiness follows the database; liveness must not, or an outage restarts replicas.
+        check("service" not in c["readinessProbe"]["grpc"], "coordinator readiness: service \"\"")
+        check(c["livenessProbe"]["grpc"].get("service") == "liveness",
+              "coordinator liveness: service \"liveness\" (always SERVING)")
     check(c["args"] == ["serve"], "coordinator runs `serve`")
     check("DATABASE_URL" in env_of(c), "coordinator gets DATABASE_URL")
     for key in ("LANES_AGENT_TOKENS", "LANES_CLIENT_TOKENS", "LANES_ADMIN_TOKENS"):

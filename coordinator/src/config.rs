@@ -146,6 +146,17 @@ pub struct ServeArgs {
     #[arg(long, env = "LANES_OUTBOX_RETENTION_S", default_value_t = 86_400)]
     pub outbox_retention_s: u64,
 
+    /// For tests only: background tasks (comma-separated names: wake, wake-listener,
+    /// promoter, reaper, dispatcher, event-fanout, watchdog, retention, database-probe,
+    /// metrics) whose first run panics, to exercise their supervision. Read once at start.
+    #[arg(
+        long,
+        env = "LANES_FAULT_PANIC_TASK",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub fault_panic_task: Vec<String>,
+
     /// Global events and the watchdog.
     #[command(flatten)]
     pub events: crate::events::config::EventArgs,

@@ -8,12 +8,14 @@ pub mod db;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod promoter;
 pub mod reaper;
 pub mod retention;
 pub mod server;
 pub mod service;
+pub mod supervise;
 pub mod validate;
 pub mod wake;
 

@@ -1,10 +1,12 @@
 //! Assembles the gRPC server: the three Lanes services behind their auth guards, KEDA's
 //! external scaler (read-only, no token), server reflection (v1 and v1alpha, for grpcurl old
-//! and new), grpc.health.v1, optional TLS, the optional metrics listener, and the background
-//! tasks (wake fan-out, safety tick, reaper, webhook dispatcher, event fan-out, watchdog,
-//! retention). Stops cleanly on `stop`.
+//! and new), grpc.health.v1 following the replica's readiness (`health.rs`), optional TLS,
+//! the optional metrics listener, and the background tasks (wake fan-out and listener,
+//! promoter, reaper, webhook dispatcher, event fan-out, watchdog, retention, database probe),
+//! each under a supervisor that restarts it (`supervise.rs`). Stops cleanly on `stop`.
 
 use crate::config::ServeArgs;
+use crate::health::{self, Readiness};
 use crate::promoter::Promoter;
 use crate::service::Ctx;
 use crate::service::admin::Admin;
@@ -12,16 +14,19 @@ use crate::service::agent::Agents;
 use crate::service::auth::Guard;
 use crate::service::client::Clients;
 use crate::service::scaler::Scaler;
-use crate::wake::Waker;
+use crate::supervise::Supervisor;
+use crate::wake::{WakeRequest, Waker};
 use crate::{db, dispatch, events, metrics, reaper, retention};
 use anyhow::Context;
 use lanes_proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use lanes_proto::v1::admin_service_server::AdminServiceServer;
 use lanes_proto::v1::agent_service_server::AgentServiceServer;
 use lanes_proto::v1::client_service_server::ClientServiceServer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -51,71 +56,39 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     )
     .with_callback_policy(callback_policy.clone());
 
-    let mut tasks = JoinSet::new();
-    let tick = Duration::from_millis(args.tick_ms.max(100));
-    let listener = waker
-        .listener()
-        .await
-        .context("listening for wakes (LISTEN)")?;
-    let wake_task = waker
-        .clone()
-        .run(requests, tick, args.keepalive_ticks, listener, stop.clone());
-    tasks.spawn(wake_task);
-    tasks.spawn(promoter.run(pool.clone(), waker.clone(), stop.clone()));
-    let reap_every = Duration::from_millis(args.reaper_ms.max(100));
-    tasks.spawn(reaper::run(
-        pool.clone(),
-        waker.clone(),
-        reap_every,
-        stop.clone(),
-    ));
-    let dispatcher = dispatch::Dispatcher::new(
-        pool.clone(),
-        args.webhook_secret.as_deref(),
-        args.webhook_backoff_ms,
-        callback_policy,
-    )
-    .context("webhook settings (LANES_WEBHOOK_SECRET)")?;
-    let dispatcher = dispatcher.with_endpoints(&endpoints)?;
-    tasks.spawn(dispatcher.run(stop.clone()));
-    let fanout = events::fanout::Fanout::new(pool.clone(), Arc::new(endpoints), &args.events);
-    tasks.spawn(events::run_fanout(fanout, stop.clone()));
-    if args.events.watchdog_interval_ms > 0 {
-        let dog = events::watchdog::Watchdog::new(pool.clone(), &args.events, stale_ms);
-        let every = Duration::from_millis(args.events.watchdog_interval_ms.max(100));
-        tasks.spawn(events::run_watchdog(dog, every, stop.clone()));
-    }
-    if args.retention_interval_s > 0 {
-        tasks.spawn(retention::run(
-            pool.clone(),
-            Duration::from_secs(args.retention_interval_s),
-            i64::try_from(args.outbox_retention_s).unwrap_or(i64::MAX),
-            stop.clone(),
-        ));
-    }
-    if let Some(addr) = args.metrics_listen {
-        let handle = metrics::install().context("installing the metrics recorder")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the metrics listener {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
-        let sampler = metrics::sampler::Sampler::new(pool.clone(), stale_ms);
-        tasks.spawn(metrics::http::serve(
-            listener,
-            handle,
-            sampler,
-            stop.clone(),
-        ));
-    }
-
-    let (agent_guard, client_guard, admin_guard) = guards(&args);
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Readiness follows the database and the background tasks (`health.rs`); the health
+    // service answers SERVING for everything until told otherwise.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<Agents>>().await;
     health.set_serving::<ClientServiceServer<Clients>>().await;
     health.set_serving::<AdminServiceServer<Admin>>().await;
     health.set_serving::<ExternalScalerServer<Scaler>>().await;
+    let readiness = Arc::new(Readiness::new(health).await);
+    // Installed before the tasks start, so their restart counters are registered at 0.
+    let metrics_handle = match args.metrics_listen {
+        Some(_) => Some(metrics::install().context("installing the metrics recorder")?),
+        None => None,
+    };
+    let mut tasks = Supervisor::new(readiness.clone(), stop.clone(), &args.fault_panic_task);
+    let background = Background {
+        args: &args,
+        pool: pool.clone(),
+        waker: waker.clone(),
+        stop: stop.clone(),
+        stale_ms,
+    };
+    background.wake(&mut tasks, requests).await?;
+    background.jobs(&mut tasks, &promoter);
+    background.webhooks(&mut tasks, endpoints, callback_policy)?;
+    background.database_probe(&mut tasks, &readiness);
+    if let (Some(addr), Some(handle)) = (args.metrics_listen, metrics_handle) {
+        background.metrics(&mut tasks, addr, handle)?;
+    }
+    let tick = Duration::from_millis(args.tick_ms.max(100));
+
+    let (agent_guard, client_guard, admin_guard) = guards(&args);
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let max_message = 16 * 1024 * 1024 + 2 * args.max_payload_bytes;
     let agents =
@@ -170,21 +143,10 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     // agents move to another replica at once), then the server stops accepting and finishes
     // the calls in flight; the database stays open until they are done.
     let (shutdown, drain_waker) = (stop.clone(), waker.clone());
-    let drain_health = health.clone();
+    let drain_readiness = readiness.clone();
     let draining = async move {
         shutdown.cancelled().await;
-        drain_health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        drain_health
-            .set_not_serving::<AgentServiceServer<Agents>>()
-            .await;
-        drain_health
-            .set_not_serving::<ClientServiceServer<Clients>>()
-            .await;
-        drain_health
-            .set_not_serving::<AdminServiceServer<Admin>>()
-            .await;
+        drain_readiness.drain().await;
         drain_waker.close_streams();
     };
     router
@@ -193,9 +155,149 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         .context("gRPC server")?;
     tracing::info!("gRPC server stopped; draining background tasks");
     stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    tasks.join().await;
     pool.close().await;
     Ok(())
+}
+
+/// What the background tasks share; each method starts some of them under supervision.
+/// Every closure builds a fresh run from clones, as a restart calls it again.
+struct Background<'a> {
+    args: &'a ServeArgs,
+    pool: PgPool,
+    waker: Arc<Waker>,
+    stop: CancellationToken,
+    stale_ms: i64,
+}
+
+impl Background<'_> {
+    /// The wake fan-out with its safety tick, and the NOTIFY listener.
+    async fn wake(
+        &self,
+        tasks: &mut Supervisor,
+        requests: UnboundedReceiver<WakeRequest>,
+    ) -> anyhow::Result<()> {
+        let tick = Duration::from_millis(self.args.tick_ms.max(100));
+        let keepalive = self.args.keepalive_ticks;
+        let requests = Arc::new(tokio::sync::Mutex::new(requests));
+        let (waker, stop) = (self.waker.clone(), self.stop.clone());
+        tasks.spawn("wake", move || {
+            waker
+                .clone()
+                .run(requests.clone(), tick, keepalive, stop.clone())
+        });
+        // Opened before the server accepts agents, so no wake meant for them slips by
+        // unheard; a restarted listener opens a new connection.
+        let first = self
+            .waker
+            .listener()
+            .await
+            .context("listening for wakes (LISTEN)")?;
+        let first = Arc::new(std::sync::Mutex::new(Some(first)));
+        let (waker, stop) = (self.waker.clone(), self.stop.clone());
+        tasks.spawn("wake-listener", move || {
+            let listener = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+            waker.clone().listen(listener, stop.clone())
+        });
+        Ok(())
+    }
+
+    /// The promoter, the reaper and retention.
+    fn jobs(&self, tasks: &mut Supervisor, promoter: &Promoter) {
+        let (pool, waker, stop) = (self.pool.clone(), self.waker.clone(), self.stop.clone());
+        let promoter = promoter.clone();
+        tasks.spawn("promoter", move || {
+            promoter
+                .clone()
+                .run(pool.clone(), waker.clone(), stop.clone())
+        });
+        let every = Duration::from_millis(self.args.reaper_ms.max(100));
+        let (pool, waker, stop) = (self.pool.clone(), self.waker.clone(), self.stop.clone());
+        tasks.spawn("reaper", move || {
+            reaper::run(pool.clone(), waker.clone(), every, stop.clone())
+        });
+        if self.args.retention_interval_s > 0 {
+            let every = Duration::from_secs(self.args.retention_interval_s);
+            let outbox_s = i64::try_from(self.args.outbox_retention_s).unwrap_or(i64::MAX);
+            let (pool, stop) = (self.pool.clone(), self.stop.clone());
+            tasks.spawn("retention", move || {
+                retention::run(pool.clone(), every, outbox_s, stop.clone())
+            });
+        }
+    }
+
+    /// The webhook dispatcher, the event fan-out and the watchdog.
+    fn webhooks(
+        &self,
+        tasks: &mut Supervisor,
+        endpoints: Vec<events::endpoints::Endpoint>,
+        policy: Arc<lanes_proto::urls::Policy>,
+    ) -> anyhow::Result<()> {
+        let args = self.args;
+        let dispatcher = dispatch::Dispatcher::new(
+            self.pool.clone(),
+            args.webhook_secret.as_deref(),
+            args.webhook_backoff_ms,
+            policy,
+        )
+        .context("webhook settings (LANES_WEBHOOK_SECRET)")?
+        .with_endpoints(&endpoints)?;
+        let stop = self.stop.clone();
+        tasks.spawn("dispatcher", move || dispatcher.clone().run(stop.clone()));
+        let endpoints = Arc::new(endpoints);
+        let fanout = events::fanout::Fanout::new(self.pool.clone(), endpoints, &args.events);
+        let stop = self.stop.clone();
+        tasks.spawn("event-fanout", move || {
+            events::run_fanout(fanout.clone(), stop.clone())
+        });
+        if args.events.watchdog_interval_ms > 0 {
+            let dog =
+                events::watchdog::Watchdog::new(self.pool.clone(), &args.events, self.stale_ms);
+            let every = Duration::from_millis(args.events.watchdog_interval_ms.max(100));
+            let stop = self.stop.clone();
+            tasks.spawn("watchdog", move || {
+                events::run_watchdog(dog.clone(), every, stop.clone())
+            });
+        }
+        Ok(())
+    }
+
+    /// The database probe behind readiness.
+    fn database_probe(&self, tasks: &mut Supervisor, readiness: &Arc<Readiness>) {
+        let (pool, readiness, stop) = (self.pool.clone(), readiness.clone(), self.stop.clone());
+        tasks.spawn("database-probe", move || {
+            health::watch_database(pool.clone(), readiness.clone(), stop.clone())
+        });
+    }
+
+    /// The metrics listener on `addr`.
+    fn metrics(
+        &self,
+        tasks: &mut Supervisor,
+        addr: std::net::SocketAddr,
+        handle: PrometheusHandle,
+    ) -> anyhow::Result<()> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        listener.set_nonblocking(true)?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+        let (pool, stop, stale_ms) = (self.pool.clone(), self.stop.clone(), self.stale_ms);
+        tasks.spawn("metrics", move || {
+            // Each run serves the same socket: a restart does not bind the port again.
+            let listener = listener
+                .try_clone()
+                .and_then(tokio::net::TcpListener::from_std);
+            let sampler = metrics::sampler::Sampler::new(pool.clone(), stale_ms);
+            let (handle, stop) = (handle.clone(), stop.clone());
+            async move {
+                match listener {
+                    Ok(l) => metrics::http::serve(l, handle, sampler, stop).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve the metrics listener"),
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 fn reflection() -> tonic_reflection::server::Builder<'static> {

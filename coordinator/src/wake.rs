@@ -204,16 +204,19 @@ impl Waker {
         }
     }
 
-    /// Runs the wake task, the NOTIFY listener and the safety tick until `stop`.
+    /// Runs the wake task (the requests queued by `request`) and the safety tick until
+    /// `stop`. The receiver is shared so a restarted task (`crate::supervise`) takes it over;
+    /// the listener runs as a task of its own ([`Waker::listen`]).
     pub async fn run(
         self: Arc<Self>,
-        mut requests: mpsc::UnboundedReceiver<WakeRequest>,
+        requests: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WakeRequest>>>,
         tick: Duration,
         keepalive_every: u32,
-        listener: PgListener,
         stop: CancellationToken,
     ) {
-        let listener = tokio::spawn(self.clone().listen(Some(listener), stop.clone()));
+        // Held for the task's life: only one run at a time serves the requests, and a run
+        // that panicked released it as it unwound.
+        let mut requests = requests.lock().await;
         let mut ticker = tokio::time::interval(tick);
         let mut ticks: u32 = 0;
         loop {
@@ -226,7 +229,6 @@ impl Waker {
                 }
             }
         }
-        let _ = listener.await;
     }
 
     /// Coalesces every request already queued into one claim per queue.
@@ -272,7 +274,6 @@ impl Waker {
         }
     }
 
-    /// Delivers wakes that other replicas claimed for this replica's streams.
     /// A connection listening for wakes claimed by other replicas. The server opens it
     /// before accepting agents, so no wake meant for them can slip by unheard.
     pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
@@ -281,7 +282,9 @@ impl Waker {
         Ok(listener)
     }
 
-    async fn listen(self: Arc<Self>, mut first: Option<PgListener>, stop: CancellationToken) {
+    /// Delivers wakes that other replicas claimed for this replica's streams until `stop`,
+    /// on `first` (opened before the server accepted agents) or else a new connection.
+    pub async fn listen(self: Arc<Self>, mut first: Option<PgListener>, stop: CancellationToken) {
         loop {
             let result = tokio::select! {
                 _ = stop.cancelled() => return,

@@ -75,10 +75,15 @@ impl TestDb {
 /// Returns a new empty database with a unique name, starting the test server on first use.
 pub async fn fresh_database() -> anyhow::Result<TestDb> {
     let server = SERVER.get_or_try_init(Server::start).await?;
+    create_database(&server.admin_url).await
+}
+
+/// Creates a database with a unique name on the server of `admin_url`.
+pub(crate) async fn create_database(admin_url: &Url) -> anyhow::Result<TestDb> {
     let name = unique_db_name();
-    let mut conn = PgConnection::connect(server.admin_url.as_str())
+    let mut conn = PgConnection::connect(admin_url.as_str())
         .await
-        .with_context(|| format!("connecting to the test server at {}", server.admin_url))?;
+        .with_context(|| format!("connecting to the test server at {admin_url}"))?;
     // The name is generated here from digits and underscores, so interpolating it is safe.
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
@@ -87,12 +92,12 @@ pub async fn fresh_database() -> anyhow::Result<TestDb> {
     // Closing politely keeps the server log free of "unexpected EOF" noise.
     let _ = conn.close().await;
 
-    let mut url = server.admin_url.clone();
+    let mut url = admin_url.clone();
     url.set_path(&format!("/{name}"));
     Ok(TestDb {
         url: url.into(),
         name,
-        admin_url: server.admin_url.to_string(),
+        admin_url: admin_url.to_string(),
     })
 }
 
@@ -183,7 +188,7 @@ impl Server {
             });
         }
         let started = std::time::Instant::now();
-        let cluster = LocalCluster::start().await?;
+        let cluster = LocalCluster::start(&[]).await?;
         let admin_url = Url::parse(&format!(
             "postgres://postgres@127.0.0.1:{}/postgres",
             cluster.port
@@ -235,16 +240,25 @@ impl RunAs {
     }
 }
 
-/// A private cluster in a temp dir, stopped and removed by its watchdog when this process exits.
-struct LocalCluster {
-    base: PathBuf,
-    port: u16,
+/// A private cluster in a temp dir, stopped and removed by its watchdog when this process exits
+/// (or when this is dropped).
+pub(crate) struct LocalCluster {
+    pub(crate) base: PathBuf,
+    pub(crate) port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    run_as: Option<RunAs>,
+    /// The server options it was started with (`pg_ctl -o`), to start it again alike.
+    options: String,
     /// The watchdog's stdin: the kernel closes it when this process dies, which wakes the watchdog.
     _watchdog: ChildStdin,
 }
 
 impl LocalCluster {
-    async fn start() -> anyhow::Result<LocalCluster> {
+    /// Creates and starts a cluster; `extra` server settings (`name=value`) override
+    /// [`SERVER_SETTINGS`].
+    pub(crate) async fn start(extra: &[&str]) -> anyhow::Result<LocalCluster> {
         let bin = pg_bin_dir()?;
         let run_as = RunAs::detect()?;
 
@@ -317,22 +331,13 @@ impl LocalCluster {
                 options.push_str(" -c ");
                 options.push_str(setting);
             }
-            // pg_ctl's own output goes to a file, not a pipe: a pipe inherited by the postmaster
-            // would keep `output()` waiting forever.
-            let out_path = base.join("pg_ctl.out");
-            let out = std::fs::File::create(&out_path)
-                .with_context(|| format!("creating {}", out_path.display()))?;
-            let err = out.try_clone().context("duplicating a file handle")?;
-            let status = pg_command(&bin.join("pg_ctl"), &base, run_as.as_ref())
-                .arg("-D")
-                .arg(&data)
-                .arg("-o")
-                .arg(&options)
-                .arg("-l")
+            for setting in extra {
+                options.push_str(" -c ");
+                options.push_str(setting);
+            }
+            let status = pg_ctl(&bin, &base, run_as.as_ref(), &data, &["-o", &options, "-l"])
                 .arg(&log)
                 .args(["-w", "-t", "60", "start"])
-                .stdout(out)
-                .stderr(err)
                 .status()
                 .await
                 .context("running pg_ctl start")?;
@@ -340,9 +345,15 @@ impl LocalCluster {
                 return Ok(LocalCluster {
                     base,
                     port,
+                    bin,
+                    data,
+                    log,
+                    run_as,
+                    options,
                     _watchdog: watchdog,
                 });
             }
+            let out_path = base.join("pg_ctl.out");
             let server_log = std::fs::read_to_string(&log).unwrap_or_default();
             last_failure = format!(
                 "pg_ctl start on port {port} failed ({status}):\n{}\nserver log:\n{}",
@@ -358,6 +369,62 @@ impl LocalCluster {
         }
         bail!("{last_failure}")
     }
+}
+
+impl LocalCluster {
+    /// Stops the server: `mode` is `fast` (sessions terminated, clean shutdown) or
+    /// `immediate` (every process quits at once; the next start runs crash recovery).
+    pub(crate) async fn stop(&self, mode: &str) -> anyhow::Result<()> {
+        self.run_pg_ctl(&["stop", "-m", mode, "-w", "-t", "60"])
+            .await
+            .with_context(|| format!("pg_ctl stop -m {mode}"))
+    }
+
+    /// Starts the stopped server again: same data, port and settings.
+    pub(crate) async fn start_again(&self) -> anyhow::Result<()> {
+        let log = self.log.to_string_lossy().into_owned();
+        let args = ["-o", &self.options, "-l", &log, "-w", "-t", "60", "start"];
+        self.run_pg_ctl(&args).await.context("pg_ctl start")
+    }
+
+    async fn run_pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let run_as = self.run_as.as_ref();
+        let status = pg_ctl(&self.bin, &self.base, run_as, &self.data, args)
+            .status()
+            .await?;
+        if !status.success() {
+            let out = std::fs::read_to_string(self.base.join("pg_ctl.out")).unwrap_or_default();
+            let server_log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            bail!(
+                "pg_ctl {args:?} failed ({status}):\n{out}\nserver log:\n{}",
+                tail(&server_log, 30)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `pg_ctl -D data <args>`, its own output to `base/pg_ctl.out`: a pipe inherited by the
+/// postmaster would keep anyone reading it waiting forever.
+fn pg_ctl(
+    bin: &Path,
+    base: &Path,
+    run_as: Option<&RunAs>,
+    data: &Path,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = pg_command(&bin.join("pg_ctl"), base, run_as);
+    cmd.arg("-D").arg(data).args(args);
+    let out_path = base.join("pg_ctl.out");
+    match std::fs::File::create(&out_path).and_then(|out| Ok((out.try_clone()?, out))) {
+        Ok((out, err)) => {
+            cmd.stdout(out).stderr(err);
+        }
+        Err(_) => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    cmd
 }
 
 /// A command for a PostgreSQL tool, as the unprivileged user when we are root.

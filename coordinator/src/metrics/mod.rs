@@ -46,6 +46,8 @@ pub const WEBHOOKS: &str = "lanes_webhook_deliveries_total";
 /// gRPC handling time (to the response headers; for streams, to the stream's start), by
 /// `method` (`package.Service/Method`) and `code`.
 pub const RPC_DURATION: &str = "lanes_rpc_duration_seconds";
+/// Restarts of a background task that stopped or panicked (`crate::supervise`), by `task`.
+pub const TASK_RESTARTS: &str = "lanes_task_restarts_total";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -92,6 +94,10 @@ fn describe() {
     describe_gauge!(AGENTS, "Agents with an open WakeStream (database-wide).");
     describe_counter!(WEBHOOKS, "Webhook delivery attempts by outcome.");
     describe_histogram!(RPC_DURATION, Unit::Seconds, "gRPC handling time.");
+    describe_counter!(
+        TASK_RESTARTS,
+        "Restarts of a background task that stopped or panicked."
+    );
 }
 
 /// True once `install` ran.
@@ -166,4 +172,16 @@ fn outcome(queue: &str, state: JobState) {
 /// One webhook delivery attempt ended with `outcome` (delivered, retry, failed, disabled).
 pub fn webhook(outcome: &'static str) {
     ::metrics::counter!(WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
+/// Background task `task` is supervised: its restart counter shows 0 until it fails.
+pub fn task_registered(task: &'static str) {
+    if enabled() {
+        ::metrics::counter!(TASK_RESTARTS, "task" => task).increment(0);
+    }
+}
+
+/// Background task `task` stopped or panicked and is being restarted.
+pub fn task_restarted(task: &'static str) {
+    ::metrics::counter!(TASK_RESTARTS, "task" => task).increment(1);
 }
