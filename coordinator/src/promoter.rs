@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 const BATCH: i32 = 1000;
 /// The longest sleep: work scheduled through another replica waits at most this long.
 const LONGEST: Duration = Duration::from_secs(1);
+/// The shortest sleep between passes.
+const SHORTEST: Duration = Duration::from_millis(5);
 
 /// Nudges the promoter; cheap to clone.
 #[derive(Clone, Default)]
@@ -60,8 +62,10 @@ impl Promoter {
                 break;
             }
         }
+        // At least SHORTEST: a due row another replica holds (SKIP LOCKED) is promoted by
+        // that replica; this one must not spin meanwhile.
         Ok(promote::next_due(pool)
             .await?
-            .map_or(LONGEST, |d| d.min(LONGEST)))
+            .map_or(LONGEST, |d| d.clamp(SHORTEST, LONGEST)))
     }
 }

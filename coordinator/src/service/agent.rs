@@ -7,7 +7,7 @@ use crate::db::transitions::complete_and_lease::complete_and_lease;
 use crate::db::transitions::fail::{self, AttemptEnd, Failure};
 use crate::db::transitions::heartbeat;
 use crate::db::transitions::lease::{self, Leased, Leaser};
-use crate::error::Error;
+use crate::error::{Error, retry_conflicts};
 use crate::validate;
 use lanes_proto::limits;
 use lanes_proto::v1 as pb;
@@ -136,7 +136,8 @@ impl AgentService for Agents {
         let (id, token) = (r.job_id, r.lease_token);
         let (done, next) = if r.lease_next {
             let who = leaser(&r.agent_id, &r.queues, &r.request_id)?;
-            complete_and_lease(&self.ctx.pool, id, token, &result, who).await?
+            // A transaction PostgreSQL aborted as a deadlock victim changed nothing: again.
+            retry_conflicts(|| complete_and_lease(&self.ctx.pool, id, token, &result, who)).await?
         } else {
             (
                 complete::complete(&self.ctx.pool, id, token, &result).await?,
@@ -170,7 +171,8 @@ impl AgentService for Agents {
         let (id, token) = (r.job_id, r.lease_token);
         let (failed, next) = if r.lease_next {
             let who = leaser(&r.agent_id, &r.queues, &r.request_id)?;
-            fail::fail_and_lease(&self.ctx.pool, id, token, &failure, who).await?
+            retry_conflicts(|| fail::fail_and_lease(&self.ctx.pool, id, token, &failure, who))
+                .await?
         } else {
             (fail::fail(&self.ctx.pool, id, token, &failure).await?, None)
         };

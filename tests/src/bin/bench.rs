@@ -357,7 +357,10 @@ async fn stats() -> anyhow::Result<()> {
                 .into_inner();
             hist.record(t.elapsed().as_micros() as u64)?;
             let done = s.totals.map_or(0, |c| c.completed);
-            anyhow::ensure!(done == on_record, "stats say {done} completed, {on_record} on record");
+            anyhow::ensure!(
+                done == on_record,
+                "stats say {done} completed, {on_record} on record"
+            );
         }
         println!(
             "stats: GetStats with {on_record} jobs on record (loaded in {:.0} s): {}",

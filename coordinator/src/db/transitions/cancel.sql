@@ -30,7 +30,8 @@ BEGIN
             p_failed => -(v_was = 'failed')::int,
             p_ready => -(v_was = 'pending' AND j.lane_key IS NULL)::int);
         IF j.lane_key IS NOT NULL AND v_lane.head_job_id = p_id AND v_was = 'pending' THEN
-            PERFORM transitions.advance(j.queue, j.lane_key, v_lane.state, v_lane.queued);
+            PERFORM transitions.count_lane(j.queue, v_lane.state,
+                transitions.advance(j.queue, j.lane_key, v_lane.queued));
         ELSIF j.lane_key IS NOT NULL AND v_was = 'pending' THEN
             UPDATE lanes SET queued = queued - 1 WHERE queue = j.queue AND lane_key = j.lane_key;
         ELSIF j.lane_key IS NOT NULL AND v_lane.head_job_id = p_id THEN

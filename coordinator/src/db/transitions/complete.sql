@@ -7,23 +7,27 @@ CREATE FUNCTION transitions.complete(p_id bigint, p_token bigint, p_result text,
 LANGUAGE plpgsql AS $fn$
 DECLARE
     c record;
+    d record;
 BEGIN
     SELECT * INTO c FROM transitions.completing(p_id, p_token, p_result);
     o_outcome := c.o_outcome;
-    IF o_outcome = 'done' THEN
-        o_queue := (c.o_job).queue;
-        o_run_ms := c.o_run_ms;
-        IF (c.o_job).lane_key IS NOT NULL THEN
-            PERFORM transitions.advance(o_queue, (c.o_job).lane_key, c.o_lane, c.o_queued);
-        END IF;
+    IF o_outcome <> 'done' THEN
+        RETURN;
     END IF;
+    o_queue := (c.o_job).queue;
+    o_run_ms := c.o_run_ms;
+    -- An unkeyed job has no lane: no lane row before or after.
+    d := transitions.lane_delta(c.o_lane, CASE WHEN (c.o_job).lane_key IS NOT NULL THEN
+        transitions.advance(o_queue, (c.o_job).lane_key, c.o_queued) END);
+    PERFORM transitions.count(o_queue, p_running => -1, p_completed => 1,
+        p_scheduled => d.d_scheduled, p_pending => -d.d_scheduled, p_ready => d.d_ready);
 END
 $fn$;
 
 -- The guarded core of Complete, shared with complete_and_lease: locks the job's lane row
 -- (lane before job: the order of every transition), marks the job completed if p_token
--- still holds it, writes its callback and counts it. Returns the job and its lane row as
--- locked; advancing the lane is the caller's.
+-- still holds it and writes its callback. Returns the job and its lane row as locked;
+-- advancing the lane and counting (running -1, completed +1) are the caller's.
 CREATE FUNCTION transitions.completing(p_id bigint, p_token bigint, p_result text,
     OUT o_outcome transition_outcome, OUT o_job jobs, OUT o_lane lane_state,
     OUT o_queued int, OUT o_run_ms float8)
@@ -48,7 +52,6 @@ BEGIN
     IF o_job.callback_url IS NOT NULL THEN
         PERFORM transitions.outbox_completed(o_job);
     END IF;
-    PERFORM transitions.count(o_job.queue, p_running => -1, p_completed => 1);
     o_run_ms := extract(epoch FROM o_job.finished_at - o_job.started_at) * 1000;
     o_outcome := 'done';
 END

@@ -22,6 +22,7 @@ DECLARE
     q queues;
     v_run_at timestamptz := now();
     v_after lane_state;
+    d record;
     v_error text := nullif(p_error, '');
 BEGIN
     SELECT l.state, l.queued INTO v_lane, v_queued
@@ -60,16 +61,17 @@ BEGIN
             attempt = attempt - (p_end = 'released')::int,
             last_error = coalesce(v_error, last_error)
         WHERE id = p_id RETURNING * INTO j;
-        PERFORM transitions.count(j.queue, p_running => -1,
-            p_pending => (o_state = 'pending')::int, p_scheduled => (o_state = 'scheduled')::int,
-            p_ready => (o_state = 'pending' AND j.lane_key IS NULL)::int);
         IF j.lane_key IS NOT NULL THEN
             -- Still its lane's head: the lane waits for it, or offers it again now.
             v_after := CASE WHEN v_run_at > now() THEN 'scheduled' ELSE 'ready' END;
             UPDATE lanes SET state = v_after, ready_at = v_run_at
             WHERE queue = j.queue AND lane_key = j.lane_key;
-            PERFORM transitions.count_lane(j.queue, v_lane, v_after);
         END IF;
+        d := transitions.lane_delta(v_lane, v_after);
+        PERFORM transitions.count(j.queue, p_running => -1,
+            p_pending => (o_state = 'pending')::int - d.d_scheduled,
+            p_scheduled => (o_state = 'scheduled')::int + d.d_scheduled,
+            p_ready => (o_state = 'pending' AND j.lane_key IS NULL)::int + d.d_ready);
         o_outcome := 'done';
         RETURN;
     END IF;
@@ -77,8 +79,6 @@ BEGIN
     UPDATE jobs SET state = o_state, finished_at = now(), lease_expires_at = NULL,
         last_error = coalesce(v_error, last_error)
     WHERE id = p_id RETURNING * INTO j;
-    PERFORM transitions.count(j.queue, p_running => -1,
-        p_failed => (o_state = 'failed')::int, p_cancelled => (o_state = 'cancelled')::int);
     IF o_state = 'failed' THEN
         PERFORM transitions.outbox_failed(j);
         PERFORM transitions.event_failed(j, j.lane_key IS NOT NULL AND q.failure_policy = 'block');
@@ -88,10 +88,15 @@ BEGIN
             -- The failed job stays the head of a stopped lane; it no longer counts as queued.
             UPDATE lanes SET state = 'blocked', ready_at = now(), queued = queued - 1
             WHERE queue = j.queue AND lane_key = j.lane_key;
+            v_after := 'blocked';
         ELSE
-            PERFORM transitions.advance(j.queue, j.lane_key, v_lane, v_queued);
+            v_after := transitions.advance(j.queue, j.lane_key, v_queued);
         END IF;
     END IF;
+    d := transitions.lane_delta(v_lane, v_after);
+    PERFORM transitions.count(j.queue, p_running => -1,
+        p_failed => (o_state = 'failed')::int, p_cancelled => (o_state = 'cancelled')::int,
+        p_scheduled => d.d_scheduled, p_pending => -d.d_scheduled, p_ready => d.d_ready);
     o_outcome := 'done';
 END
 $fn$;
@@ -131,6 +136,7 @@ BEGIN
     o_queue := f.o_queue;
     IF o_outcome IN ('done', 'repeated') THEN
         o_next := transitions.take(p_agent, p_queues, p_request);
+        PERFORM transitions.count_taken(o_next);
     END IF;
 END
 $fn$;

@@ -11,6 +11,7 @@ BEGIN
     v := transitions.repeated(p_agent, p_request);
     IF v.id IS NULL THEN
         v := transitions.take(p_agent, p_queues, p_request);
+        PERFORM transitions.count_taken(v);
     END IF;
     IF v.id IS NULL THEN
         RETURN NULL;

@@ -47,9 +47,14 @@ $fn$;
 -- exactly that long whatever its own clock says.
 CREATE FUNCTION transitions.next_due_ms() RETURNS bigint
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_due timestamptz := least((SELECT min(run_at) FROM jobs WHERE state = 'scheduled'),
+                               (SELECT min(ready_at) FROM lanes WHERE state = 'scheduled'));
 BEGIN
-    RETURN greatest(0, ceil(extract(epoch FROM
-        least((SELECT min(run_at) FROM jobs WHERE state = 'scheduled'),
-              (SELECT min(ready_at) FROM lanes WHERE state = 'scheduled')) - now()) * 1000))::bigint;
+    -- (greatest() skips NULLs: nothing scheduled must stay NULL, not become "due now".)
+    IF v_due IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN greatest(0, ceil(extract(epoch FROM v_due - now()) * 1000))::bigint;
 END
 $fn$;

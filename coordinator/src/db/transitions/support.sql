@@ -20,19 +20,30 @@ END
 $fn$;
 
 -- A lane's share of its queue's counters: the head of a scheduled lane counts as scheduled
--- (its job row is pending), the head of a ready lane as ready. Adds (after - before) for a
--- lane row whose state changed; NULL stands for no row.
+-- (its job row is pending), the head of a ready lane as ready. For a lane row whose state
+-- went from p_before to p_after (NULL: no row), how `scheduled` and `ready` change; `pending`
+-- changes by minus the first.
+CREATE FUNCTION transitions.lane_delta(p_before lane_state, p_after lane_state,
+    OUT d_scheduled int, OUT d_ready int)
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+BEGIN
+    d_scheduled := (p_after IS NOT DISTINCT FROM 'scheduled')::int
+                 - (p_before IS NOT DISTINCT FROM 'scheduled')::int;
+    d_ready := (p_after IS NOT DISTINCT FROM 'ready')::int
+             - (p_before IS NOT DISTINCT FROM 'ready')::int;
+END
+$fn$;
+
+-- Counts a lane row's change of state (see lane_delta), for the transitions that make one
+-- lane change outside the hot path.
 CREATE FUNCTION transitions.count_lane(p_queue text, p_before lane_state, p_after lane_state)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    d_sched int := (p_after IS NOT DISTINCT FROM 'scheduled')::int
-                 - (p_before IS NOT DISTINCT FROM 'scheduled')::int;
-    d_ready int := (p_after IS NOT DISTINCT FROM 'ready')::int
-                 - (p_before IS NOT DISTINCT FROM 'ready')::int;
+    d record := transitions.lane_delta(p_before, p_after);
 BEGIN
-    IF d_sched <> 0 OR d_ready <> 0 THEN
-        PERFORM transitions.count(p_queue, p_scheduled => d_sched, p_pending => -d_sched,
-                                  p_ready => d_ready);
+    IF d.d_scheduled <> 0 OR d.d_ready <> 0 THEN
+        PERFORM transitions.count(p_queue, p_scheduled => d.d_scheduled,
+                                  p_pending => -d.d_scheduled, p_ready => d.d_ready);
     END IF;
 END
 $fn$;
@@ -48,33 +59,42 @@ BEGIN
 END
 $fn$;
 
--- The head of a lane (p_state, p_queued: the row as the caller locked it) just finished
+-- The head of a lane (p_queued: its count as the caller locked the row) just finished
 -- (completed, failed under `continue`, cancelled): the next waiting job, FIFO by id, becomes
 -- the head, ready or scheduled by its run_at, or the row goes when none is left. Returns the
--- lane's state afterwards (NULL: gone). The finished head's own counts are the caller's.
-CREATE FUNCTION transitions.advance(p_queue text, p_lane text, p_state lane_state,
-                                    p_queued int)
+-- lane's state afterwards (NULL: gone); counting the change is the caller's (lane_delta).
+CREATE FUNCTION transitions.advance(p_queue text, p_lane text, p_queued int)
 RETURNS lane_state LANGUAGE plpgsql AS $fn$
 DECLARE
     v_next record;
-    v_after lane_state;
 BEGIN
     SELECT id, priority, run_at INTO v_next FROM jobs
     WHERE queue = p_queue AND lane_key = p_lane AND state = 'pending'
     ORDER BY id LIMIT 1;
-    IF v_next.id IS NULL THEN
+    RETURN transitions.advance_to(p_queue, p_lane, p_queued, v_next.id, v_next.priority,
+                                  v_next.run_at);
+END
+$fn$;
+
+-- The second half of advance: the lane's next job (p_next NULL: none) is known.
+CREATE FUNCTION transitions.advance_to(p_queue text, p_lane text, p_queued int,
+    p_next bigint, p_priority int, p_run_at timestamptz)
+RETURNS lane_state LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_after lane_state;
+BEGIN
+    IF p_next IS NULL THEN
         IF p_queued <> 1 THEN
             PERFORM transitions.drift(p_queue, p_lane,
                 format('its last job finished but queued was %s', p_queued));
         END IF;
         DELETE FROM lanes WHERE queue = p_queue AND lane_key = p_lane;
-    ELSE
-        v_after := CASE WHEN v_next.run_at > now() THEN 'scheduled' ELSE 'ready' END;
-        UPDATE lanes SET head_job_id = v_next.id, state = v_after, priority = v_next.priority,
-            ready_at = greatest(v_next.run_at, now()), queued = queued - 1
-        WHERE queue = p_queue AND lane_key = p_lane;
+        RETURN NULL;
     END IF;
-    PERFORM transitions.count_lane(p_queue, p_state, v_after);
+    v_after := CASE WHEN p_run_at > now() THEN 'scheduled' ELSE 'ready' END;
+    UPDATE lanes SET head_job_id = p_next, state = v_after, priority = p_priority,
+        ready_at = greatest(p_run_at, now()), queued = queued - 1
+    WHERE queue = p_queue AND lane_key = p_lane;
     RETURN v_after;
 END
 $fn$;
@@ -170,10 +190,9 @@ LANGUAGE sql IMMUTABLE AS $fn$
 $fn$;
 
 -- Marks pending job p_id running for p_agent with a new fencing token. The caller holds
--- the job's lock (and its lane's, for a keyed job) and counts what changed for the lane:
--- p_ready is how the queue's ready count changes with it (-1: it was ready).
-CREATE FUNCTION transitions.grant(p_id bigint, p_agent text, p_request text, q queues,
-                                  p_ready int)
+-- the job's lock (and its lane's, for a keyed job) and counts the change (pending -1,
+-- running +1, and ready -1 when the job was leasable as it waited).
+CREATE FUNCTION transitions.grant(p_id bigint, p_agent text, p_request text, q queues)
 RETURNS leased_job LANGUAGE plpgsql AS $fn$
 DECLARE
     v_job jobs;
@@ -188,7 +207,6 @@ BEGIN
     IF v_job.id IS NULL THEN
         RAISE EXCEPTION 'job % was to be leased but is not pending', p_id USING ERRCODE = 'LN500';
     END IF;
-    PERFORM transitions.count(q.name, p_pending => -1, p_ready => p_ready, p_running => 1);
     RETURN transitions.leased(v_job, q);
 END
 $fn$;
@@ -213,48 +231,80 @@ END
 $fn$;
 
 -- Leases p_agent the best ready job of p_queues: the highest priority, then the one ready
--- the longest, among each queue's ready lane heads (index lanes_ready) and due unkeyed jobs
--- (index jobs_unkeyed_ready). The candidates are looked at without a lock, then only the
--- one chosen is locked (SKIP LOCKED: the best one no other leaser holds), so a leaser never
--- holds a row it does not take. A few index probes per queue, however many jobs or lanes
--- wait. Returns NULL when nothing is ready.
+-- the longest, among each queue's first ready lane (index lanes_ready) and first due unkeyed
+-- job (index jobs_unkeyed_ready). Each candidate is first looked at without a lock; only the
+-- one chosen is then locked (SKIP LOCKED: the best one no other leaser holds), so a leaser
+-- never holds a row it does not take. Every statement is a plain index probe on one queue
+-- (nothing for the planner to choose, so its cached generic plan serves every call): a few
+-- probes per queue, however many jobs or lanes wait. Returns NULL when nothing is ready;
+-- counting the lease (pending -1, ready -1, running +1 in its queue) is the caller's.
 CREATE FUNCTION transitions.take(p_agent text, p_queues text[], p_request text)
 RETURNS leased_job LANGUAGE plpgsql AS $fn$
 DECLARE
-    c record;
+    q queues;
+    qs queues[] := '{}';
+    c_queue int[] := '{}';
+    c_keyed boolean[] := '{}';
+    c_priority int[] := '{}';
+    c_at timestamptz[] := '{}';
+    v_priority int;
+    v_at timestamptz;
     v_lane text;
     v_id bigint;
+    i int;
 BEGIN
-    FOR c IN
-        SELECT q, k.keyed FROM queues q CROSS JOIN LATERAL (
-            (SELECT true AS keyed, l.priority, l.ready_at FROM lanes l
-             WHERE l.queue = q.name AND l.state = 'ready'
-             ORDER BY l.priority DESC, l.ready_at LIMIT 1)
-            UNION ALL
-            (SELECT false, j.priority, j.run_at FROM jobs j
-             WHERE j.queue = q.name AND j.state = 'pending' AND j.lane_key IS NULL
-             ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)) k
-        WHERE q.name = ANY(p_queues) AND NOT q.paused
-        ORDER BY k.priority DESC, k.ready_at
+    FOR q IN SELECT * FROM queues WHERE name = ANY(p_queues) AND NOT paused LOOP
+        qs := qs || q;
+        SELECT priority, ready_at INTO v_priority, v_at FROM lanes
+        WHERE queue = q.name AND state = 'ready' ORDER BY priority DESC, ready_at LIMIT 1;
+        IF FOUND THEN
+            c_queue := c_queue || cardinality(qs);
+            c_keyed := c_keyed || true;
+            c_priority := c_priority || v_priority;
+            c_at := c_at || v_at;
+        END IF;
+        SELECT priority, run_at INTO v_priority, v_at FROM jobs
+        WHERE queue = q.name AND state = 'pending' AND lane_key IS NULL
+        ORDER BY priority DESC, run_at, id LIMIT 1;
+        IF FOUND THEN
+            c_queue := c_queue || cardinality(qs);
+            c_keyed := c_keyed || false;
+            c_priority := c_priority || v_priority;
+            c_at := c_at || v_at;
+        END IF;
+    END LOOP;
+    FOR i IN SELECT t.n FROM unnest(c_priority, c_at) WITH ORDINALITY AS t(p, a, n)
+             ORDER BY t.p DESC, t.a
     LOOP
-        CONTINUE WHEN NOT transitions.has_room(c.q);
-        IF c.keyed THEN
+        q := qs[c_queue[i]];
+        CONTINUE WHEN NOT transitions.has_room(q);
+        v_id := NULL;
+        IF c_keyed[i] THEN
             SELECT lane_key, head_job_id INTO v_lane, v_id FROM lanes
-            WHERE queue = (c.q).name AND state = 'ready'
+            WHERE queue = q.name AND state = 'ready'
             ORDER BY priority DESC, ready_at LIMIT 1 FOR UPDATE SKIP LOCKED;
             IF v_id IS NOT NULL THEN
-                UPDATE lanes SET state = 'running' WHERE queue = (c.q).name AND lane_key = v_lane;
-                RETURN transitions.grant(v_id, p_agent, p_request, c.q, -1);
+                UPDATE lanes SET state = 'running' WHERE queue = q.name AND lane_key = v_lane;
             END IF;
         ELSE
             SELECT id INTO v_id FROM jobs
-            WHERE queue = (c.q).name AND state = 'pending' AND lane_key IS NULL
+            WHERE queue = q.name AND state = 'pending' AND lane_key IS NULL
             ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED;
-            IF v_id IS NOT NULL THEN
-                RETURN transitions.grant(v_id, p_agent, p_request, c.q, -1);
-            END IF;
+        END IF;
+        IF v_id IS NOT NULL THEN
+            RETURN transitions.grant(v_id, p_agent, p_request, q);
         END IF;
     END LOOP;
     RETURN NULL;
+END
+$fn$;
+
+-- Counts a lease made by take(): the job was pending and leasable, it now runs.
+CREATE FUNCTION transitions.count_taken(p_job leased_job)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF p_job.id IS NOT NULL THEN
+        PERFORM transitions.count(p_job.queue, p_pending => -1, p_ready => -1, p_running => 1);
+    END IF;
 END
 $fn$;
