@@ -35,11 +35,17 @@ impl<T: JsonInput> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// Parses `bytes` as `T`, mapping serde's errors to 400 (syntax) or 422 (a field).
+/// Parses `bytes` as `T`, mapping serde's errors to 400 (syntax) or 422 (a field). Where a
+/// body is optional, JSON `null` means the same as no body.
 pub fn parse<T: JsonInput>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return T::when_empty()
             .ok_or_else(|| ApiError::malformed("the request body is empty; send a JSON object"));
+    }
+    if bytes.trim_ascii() == b"null" {
+        if let Some(empty) = T::when_empty() {
+            return Ok(empty);
+        }
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(field_error)?;

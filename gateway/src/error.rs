@@ -101,6 +101,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "not_completed", message)
     }
 
+    /// 503: the coordinator cannot serve (unreachable, or reporting NOT_SERVING).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "coordinator_unavailable",
+            message,
+        )
+        .retry_later()
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -135,12 +145,9 @@ impl From<tonic::Status> for ApiError {
             Code::ResourceExhausted => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", msg).retry_later()
             }
-            Code::Unavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "coordinator_unavailable",
-                format!("the coordinator is unreachable: {msg}"),
-            )
-            .retry_later(),
+            Code::Unavailable => {
+                Self::unavailable(format!("the coordinator is unavailable: {msg}"))
+            }
             Code::DeadlineExceeded | Code::Cancelled => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "coordinator_timeout",
