@@ -286,19 +286,30 @@ pub fn lane_filter() -> Object {
     .build()
 }
 
+/// An integer query parameter, or empty (the same as absent).
+fn int_or_empty(r: Range, description: &str) -> Schema {
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(range(r, description))
+            .item(string().max_length(Some(0)).build())
+            .description(Some(description))
+            .build(),
+    )
+}
+
 /// `limit` of a listing.
-pub fn page_size() -> Object {
-    range(
+pub fn page_size() -> Schema {
+    int_or_empty(
         Range::new("limit", 1, limits::MAX_PAGE),
-        "Page size 1-500 (default 50).",
+        "Page size 1-500 (default 50; empty: the default).",
     )
 }
 
 /// `cursor` of a listing.
-pub fn cursor() -> Object {
-    range(
+pub fn cursor() -> Schema {
+    int_or_empty(
         Range::new("cursor", 1, i64::MAX),
-        "`next_cursor` of the previous page.",
+        "`next_cursor` of the previous page (empty or absent: the first page).",
     )
 }
 

@@ -4,17 +4,19 @@
 //! (`RawValue`), so no number is rounded or refused on its way to the database.
 
 use crate::error::ApiError;
+use crate::numbers;
 use crate::schemas;
 use chrono::DateTime;
 use lanes_proto::limits::{self, Invalid};
 use lanes_proto::v1 as pb;
-use serde::Deserialize;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+use std::fmt;
 use utoipa::ToSchema;
 
 /// A priority: a name or an integer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum PriorityInput {
     /// `high` (10), `normal` (0) or `low` (-10).
     Name(String),
@@ -23,13 +25,61 @@ pub enum PriorityInput {
 }
 
 /// A key given as a string or a number (n8n often holds ids as numbers).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum KeyInput {
     /// A string key.
     Text(String),
     /// A numeric key, used as its decimal text.
     Number(i64),
+}
+
+/// Text or an integer (`42` or `42.0`), for the two enums above.
+struct TextOrInt<T>(fn(String) -> T, fn(i64) -> T, &'static str);
+
+impl<T> Visitor<'_> for TextOrInt<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.2)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        Ok(self.0(v.to_owned()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        Ok(self.1(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        let n = i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))?;
+        Ok(self.1(n))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        let n = numbers::integral(v).ok_or_else(|| E::custom(format!("{v} is not an integer")))?;
+        Ok(self.1(n))
+    }
+}
+
+impl<'de> Deserialize<'de> for PriorityInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextOrInt(
+            PriorityInput::Name,
+            PriorityInput::Level,
+            "high, normal, low or an integer",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyInput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextOrInt(
+            KeyInput::Text,
+            KeyInput::Number,
+            "a string or an integer",
+        ))
+    }
 }
 
 impl KeyInput {
@@ -66,7 +116,7 @@ pub struct EnqueueBody {
     #[schema(schema_with = schemas::run_at)]
     pub run_at: Option<String>,
     /// Run no earlier than this many seconds from now.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "numbers::optional")]
     #[schema(schema_with = schemas::delay_seconds)]
     pub delay_seconds: Option<i64>,
     /// Deduplicates enqueues within the queue.

@@ -63,7 +63,9 @@ async fn schemathesis() -> anyhow::Result<PathBuf> {
         }
     }
     let (ok, text) = output(
-        Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv),
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
         "python3 -m venv",
     )
     .await?;
@@ -103,7 +105,11 @@ async fn seed(s: &Stack) -> anyhow::Result<()> {
     s.agent.complete(&leased, r#"{"ok": true}"#).await?;
     let failed = s.enqueue(job(2)).await?;
     let leased = s.agent.take("invoice_import").await?;
-    anyhow::ensure!(leased.id == failed, "leased {} instead of {failed}", leased.id);
+    anyhow::ensure!(
+        leased.id == failed,
+        "leased {} instead of {failed}",
+        leased.id
+    );
     s.agent.fail(&leased, "broken invoice", false).await?;
     s.enqueue(job(3)).await?;
     s.enqueue(json!({"queue": "pdf", "payload": [1, 2, 3], "delay_seconds": 3600}))
@@ -148,10 +154,7 @@ async fn schemathesis_finds_no_failure() -> anyhow::Result<()> {
     let took = started.elapsed();
     eprintln!("schemathesis ran for {took:.0?}");
     if !ok {
-        bail!(
-            "schemathesis reported failures:\n{report}\n{}",
-            s.logs()
-        );
+        bail!("schemathesis reported failures:\n{report}\n{}", s.logs());
     }
     let summary = report
         .lines()

@@ -44,6 +44,7 @@ fn clear_hours() -> utoipa::openapi::schema::Object {
 pub struct ClearBody {
     /// Finished (completed, failed, cancelled) jobs older than this many hours are deleted;
     /// 0 deletes every finished job. 0-87,600.
+    #[serde(deserialize_with = "crate::numbers::int")]
     #[schema(schema_with = clear_hours)]
     pub hours: i64,
     /// Only this queue (default: all).
@@ -214,39 +215,39 @@ pub async fn get_settings(
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// Attempts before a job ends failed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = max_attempts)]
     pub max_attempts: Option<i64>,
     /// First retry delay, ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = backoff_initial_ms)]
     pub backoff_initial_ms: Option<i64>,
     /// Retry delay cap, ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = backoff_max_ms)]
     pub backoff_max_ms: Option<i64>,
     /// Lease TTL, ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = lease_ttl_ms)]
     pub lease_ttl_ms: Option<i64>,
     /// Hard limit on one run, ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = job_timeout_ms)]
     pub job_timeout_ms: Option<i64>,
     /// Retention of completed jobs, s.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = retention_completed_s)]
     pub retention_completed_s: Option<i64>,
     /// Retention of failed jobs, s.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = retention_failed_s)]
     pub retention_failed_s: Option<i64>,
     /// Backpressure limit of pending jobs (0 = unlimited).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = max_pending)]
     pub max_pending: Option<i64>,
     /// Concurrency cap (0 = unlimited).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(schema_with = max_running)]
     pub max_running: Option<i64>,
     /// `continue` or `block`.

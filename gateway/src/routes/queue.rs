@@ -178,10 +178,10 @@ pub struct WakeBody {
     #[serde(default)]
     pub requested_by: Option<String>,
     /// The caller's idea of pending jobs (logged only; the coordinator counts for itself).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     pub pending_jobs: Option<i64>,
     /// Wake at most this many workers (also capped by --max-wake and the ready jobs).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     #[schema(minimum = 0)]
     pub workers_to_start: Option<i64>,
     /// Only agents serving this queue (default: any).
