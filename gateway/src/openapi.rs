@@ -155,10 +155,12 @@ fn complete_operation(op: &mut Operation) {
 /// Adds to every operation of `doc` the answers its shape implies (see the module header),
 /// and to the enqueue body the rule its derive cannot state.
 pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
-    let enqueue_body = doc
-        .components
-        .as_mut()
-        .and_then(|c| c.schemas.get_mut("EnqueueBody"));
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.insert(
+        schemas::JSON_VALUE.to_owned(),
+        RefOr::T(schemas::json_value()),
+    );
+    let enqueue_body = components.schemas.get_mut("EnqueueBody");
     if let Some(RefOr::T(Schema::Object(o))) = enqueue_body {
         o.extensions
             .get_or_insert_with(Default::default)

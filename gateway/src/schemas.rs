@@ -8,9 +8,11 @@
 
 use lanes_proto::limits::{self, Range};
 use serde_json::json;
+use utoipa::openapi::Ref;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::schema::{
-    KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, SchemaType, Type,
+    ArrayBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat,
+    SchemaType, Type,
 };
 
 /// The characters of a queue name (its length is checked apart).
@@ -169,20 +171,46 @@ pub fn run_at() -> Object {
     )
 }
 
-/// A job's payload: any JSON value but null.
-pub fn payload() -> Object {
-    described(
-        ObjectBuilder::new().schema_type(SchemaType::Array(vec![
-            Type::Object,
-            Type::Array,
-            Type::String,
-            Type::Number,
-            Type::Boolean,
-        ])),
-        "The job's input, any JSON value except null (at most --max-payload-bytes).",
+/// The component name of [`json_value`].
+pub const JSON_VALUE: &str = "JsonValue";
+
+/// The JSON values a job may carry: any, but without NUL (`\u0000`) in a string or a key
+/// (PostgreSQL text cannot hold it; `lanes_proto::limits::json` refuses it).
+fn json_variants(with_null: bool, description: &str) -> Schema {
+    let no_nul = || string().pattern(Some(NO_NUL_PATTERN));
+    let mut b = OneOfBuilder::new()
+        .item(no_nul().build())
+        .item(
+            ObjectBuilder::new().schema_type(SchemaType::Array(vec![Type::Number, Type::Boolean])),
+        )
+        .item(ArrayBuilder::new().items(Ref::from_schema_name(JSON_VALUE)))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property_names(Some(no_nul().build()))
+                .additional_properties(Some(Ref::from_schema_name(JSON_VALUE))),
+        );
+    if with_null {
+        b = b.item(ObjectBuilder::new().schema_type(Type::Null));
+    }
+    Schema::OneOf(b.description(Some(description)).build())
+}
+
+/// Any JSON value without NUL in its strings and keys (registered as [`JSON_VALUE`]).
+pub fn json_value() -> Schema {
+    json_variants(
+        true,
+        "Any JSON value without NUL (\\u0000) in a string or a key",
     )
-    .examples([json!({"invoice": "F-001"})])
-    .build()
+}
+
+/// A job's payload: a JSON value as [`json_value`], but not null.
+pub fn payload() -> Schema {
+    json_variants(
+        false,
+        "The job's input: any JSON value except null, without NUL (\\u0000) in a string or \
+         a key, at most --max-payload-bytes; stored and answered as sent.",
+    )
 }
 
 /// Any JSON value, null included (a job's result).
