@@ -43,10 +43,10 @@ pub fn parse<T: JsonInput>(bytes: &[u8]) -> Result<T, ApiError> {
             .ok_or_else(|| ApiError::malformed("the request body is empty; send a JSON object"));
     }
     let trimmed = bytes.trim_ascii();
-    if trimmed == b"null" {
-        if let Some(empty) = T::when_empty() {
-            return Ok(empty);
-        }
+    if trimmed == b"null"
+        && let Some(empty) = T::when_empty()
+    {
+        return Ok(empty);
     }
     // serde would take a struct from an array of its fields in order: `[1, 2]` is no body
     // this API documents.
