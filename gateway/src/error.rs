@@ -220,4 +220,24 @@ mod tests {
         let e = ApiError::from(named);
         assert_eq!(e.field.as_deref(), Some("jobs[1].callback_url"));
     }
+
+    /// UNAVAILABLE (the coordinator's answer while its database restarts, or no connection)
+    /// is a 503 in the JSON error shape with Retry-After, never a 500.
+    #[tokio::test]
+    async fn unavailable_is_503_with_retry_after() {
+        let status = tonic::Status::unavailable("the database is restarting");
+        let resp = ApiError::from(status).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_some());
+        let body = axum::body::to_bytes(resp.into_body(), 4096)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], "coordinator_unavailable");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the database is restarting"))
+        );
+    }
 }

@@ -48,9 +48,9 @@ fn iso_of(t: &Option<Timestamp>) -> Option<String> {
     t.as_ref().and_then(time).map(iso)
 }
 
-/// Stored JSON text as a value: empty is `null`; text that is not JSON stays a string.
-/// Numbers beyond what `f64` holds are read as JSON text would be, not refused: only
-/// [`raw_json`] keeps them exact, so answers use that.
+/// Stored JSON text as a value, to look into (a result's link): empty is `null`; text that
+/// does not parse (not JSON, or a number past `f64`) is a string. Answers use [`raw_json`],
+/// which keeps every number exact.
 pub fn json_of(text: &str) -> Value {
     if text.is_empty() {
         return Value::Null;

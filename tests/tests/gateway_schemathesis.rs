@@ -29,15 +29,18 @@ const MAX_EXAMPLES: &str = "100";
 const SEED: &str = "20261212";
 /// The whole run's budget (schemathesis stops by itself well before).
 const RUN_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// Making the virtualenv: a minute or two from PyPI.
+const INSTALL_LIMIT: Duration = Duration::from_secs(10 * 60);
 
 /// The virtualenv's directory.
 fn venv_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("LANES_SCHEMATHESIS_VENV") {
         return Ok(PathBuf::from(dir));
     }
-    let cache = match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache"),
+    let cache = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(home)) => PathBuf::from(home).join(".cache"),
+        (None, None) => std::env::temp_dir(),
     };
     Ok(cache.join("lanes-schemathesis"))
 }
@@ -81,16 +84,20 @@ async fn schemathesis() -> anyhow::Result<PathBuf> {
         );
     }
     let pip = venv.join("bin").join("pip");
-    let (ok, text) = output(
-        Command::new(&pip).args([
+    let mut install = Command::new(&pip);
+    install
+        .args([
             "install",
             "--quiet",
             "--disable-pip-version-check",
             &format!("schemathesis=={VERSION}"),
-        ]),
-        "pip install schemathesis",
-    )
-    .await?;
+        ])
+        .kill_on_drop(true);
+    let (ok, text) = tokio::time::timeout(INSTALL_LIMIT, output(&mut install, "pip install"))
+        .await
+        .with_context(|| {
+            format!("pip install schemathesis=={VERSION} ran past {INSTALL_LIMIT:?} (no network?)")
+        })??;
     if !ok {
         bail!(
             "cannot install schemathesis {VERSION} from PyPI into {} (no network?):\n{text}",

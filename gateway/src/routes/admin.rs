@@ -23,7 +23,7 @@ pub const CLEAR_HOURS: Range = Range::new("hours", 0, 87_600);
 /// The `{queue}` of the queue routes.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
+#[allow(dead_code)] // Read by the OpenAPI derive only: the handler takes a `Segment`.
 pub struct QueuePath {
     /// Queue name.
     #[param(schema_with = schemas::queue)]

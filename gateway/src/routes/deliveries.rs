@@ -224,7 +224,7 @@ pub async fn replay_one(
 /// The `{id}` of a delivery.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
+#[allow(dead_code)] // Read by the OpenAPI derive only: the handler takes a `Segment`.
 pub struct DeliveryId {
     /// Delivery id (a positive integer).
     #[param(minimum = 1)]

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 /// The `{id}` of the job routes.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
+#[allow(dead_code)] // Read by the OpenAPI derive only: the handler takes a `Segment`.
 pub struct JobId {
     /// Job id (a positive integer).
     #[param(minimum = 1)]
