@@ -109,5 +109,11 @@ mod tests {
             Some(1 << 53)
         );
         assert_eq!(integral(EXACT * 2.0), None);
+        // Read exactly (serde_json's `float_roundtrip`): the fast reading made this one
+        // -2251799813685247.25, a fraction.
+        assert_eq!(
+            parse(r#"{"n": -2251799813685247.0}"#).map(|t| t.0),
+            Some(-2_251_799_813_685_247)
+        );
     }
 }
