@@ -36,7 +36,10 @@ pub fn queue() -> Object {
             .max_length(Some(limits::MAX_QUEUE_NAME))
             .pattern(Some(QUEUE_PATTERN))
             .examples([json!("invoice_import")]),
-        "Queue name: 1-128 letters, digits and `_ . : -`.",
+        &format!(
+            "Queue name: 1-{} letters, digits and `_ . : -`.",
+            limits::MAX_QUEUE_NAME
+        ),
     )
     .build()
 }
@@ -89,9 +92,12 @@ pub fn lane() -> Schema {
     key(
         "lane",
         "resto-42",
-        "Lane key (e.g. the establishment id): a string of 1-256 bytes without NUL, or an \
-         integer. Jobs of one lane run one at a time in enqueue order. Omit (or null) for a job \
-         without ordering; an empty string is refused.",
+        &format!(
+            "Lane key (e.g. the establishment id): a string of 1-{} bytes without NUL, or an \
+             integer. Jobs of one lane run one at a time in enqueue order. Omit (or null) for \
+             a job without ordering; an empty string is refused.",
+            limits::MAX_KEY
+        ),
     )
 }
 
@@ -100,8 +106,11 @@ pub fn idempotency_key() -> Schema {
     key(
         "idempotency_key",
         "F-001",
-        "Deduplicates enqueues within the queue: a repeat returns the existing job (200). A \
-         string of 1-256 bytes without NUL, or an integer.",
+        &format!(
+            "Deduplicates enqueues within the queue: a repeat returns the existing job (200). \
+             A string of 1-{} bytes without NUL, or an integer.",
+            limits::MAX_KEY
+        ),
     )
 }
 
@@ -144,9 +153,11 @@ pub fn priority() -> Schema {
             )
             .item(range(limits::PRIORITY, "higher runs first"))
             .item(ObjectBuilder::new().schema_type(Type::Null).build())
-            .description(Some(
-                "`high`, `normal` (default), `low`, or an integer -1000..1000.",
-            ))
+            .description(Some(format!(
+                "`high`, `normal` (default), `low`, or an integer {}..{}.",
+                limits::PRIORITY.min,
+                limits::PRIORITY.max
+            )))
             .build(),
     )
 }
@@ -155,7 +166,11 @@ pub fn priority() -> Schema {
 pub fn delay_seconds() -> Object {
     nullable(range(
         limits::DELAY_SECONDS,
-        "Run no earlier than this many seconds from now (0 to 366 days). With run_at, only 0.",
+        &format!(
+            "Run no earlier than this many seconds from now ({}-{}). With run_at, only 0.",
+            limits::DELAY_SECONDS.min,
+            limits::DELAY_SECONDS.max
+        ),
     ))
 }
 
@@ -309,7 +324,10 @@ pub fn lane_filter() -> Object {
         string()
             .max_length(Some(limits::MAX_KEY))
             .pattern(Some(NO_NUL_PATTERN)),
-        "Only this lane: at most 256 bytes (UTF-8), no NUL (empty or absent: every lane).",
+        &format!(
+            "Only this lane: at most {} bytes (UTF-8), no NUL (empty or absent: every lane).",
+            limits::MAX_KEY
+        ),
     )
     .build()
 }
@@ -329,7 +347,11 @@ fn int_or_empty(r: Range, description: &str) -> Schema {
 pub fn page_size() -> Schema {
     int_or_empty(
         Range::new("limit", 1, limits::MAX_PAGE),
-        "Page size 1-500 (default 50; empty: the default).",
+        &format!(
+            "Page size 1-{} (default {}; empty: the default).",
+            limits::MAX_PAGE,
+            crate::params::DEFAULT_PAGE
+        ),
     )
 }
 

@@ -33,8 +33,11 @@ pub struct QueuePath {
 fn clear_hours() -> utoipa::openapi::schema::Object {
     schemas::range(
         CLEAR_HOURS,
-        "Finished (completed, failed, cancelled) jobs older than this many hours are deleted; \
-         0 deletes every finished job. 0-87,600.",
+        &format!(
+            "Finished (completed, failed, cancelled) jobs older than this many hours are \
+             deleted; 0 deletes every finished job. {}-{}.",
+            CLEAR_HOURS.min, CLEAR_HOURS.max
+        ),
     )
 }
 
