@@ -9,6 +9,9 @@ use axum::response::IntoResponse;
 const PAGE: &str = include_str!("admin_page.html");
 
 /// Serves the page.
+#[utoipa::path(get, path = "/admin/queue", tag = "ops",
+    responses((status = 200, description = "The admin page (HTML; it asks for an admin key)",
+        content_type = "text/html")))]
 pub async fn page() -> impl IntoResponse {
     (
         [

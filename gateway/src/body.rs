@@ -35,11 +35,25 @@ impl<T: JsonInput> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// Parses `bytes` as `T`, mapping serde's errors to 400 (syntax) or 422 (a field).
+/// Parses `bytes` as `T`, mapping serde's errors to 400 (syntax) or 422 (a field). Where a
+/// body is optional, JSON `null` means the same as no body.
 pub fn parse<T: JsonInput>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return T::when_empty()
             .ok_or_else(|| ApiError::malformed("the request body is empty; send a JSON object"));
+    }
+    let trimmed = bytes.trim_ascii();
+    if trimmed == b"null"
+        && let Some(empty) = T::when_empty()
+    {
+        return Ok(empty);
+    }
+    // serde would take a struct from an array of its fields in order: `[1, 2]` is no body
+    // this API documents.
+    if !trimmed.starts_with(b"{") {
+        return Err(ApiError::malformed(
+            "the body must be a JSON object, e.g. {\"queue\": \"invoice_import\", ...}",
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(field_error)?;
@@ -60,11 +74,15 @@ fn field_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         .split_once("missing field `")
         .and_then(|(_, rest)| rest.split_once('`'))
         .map(|(name, _)| name.to_owned());
-    let field = match (named, path.as_str()) {
+    let mut field = match (named, path.as_str()) {
         (Some(n), ".") => n,
         (Some(n), parent) => format!("{parent}.{n}"),
         (None, p) => p.to_owned(),
     };
+    // A key that is the empty string (`{"": 1}`) is named as JSON writes it.
+    if field.is_empty() || field.ends_with('.') {
+        field.push_str("\"\"");
+    }
     let text = message
         .split(" at line ")
         .next()
@@ -101,6 +119,9 @@ mod tests {
         assert_eq!(err("{").status.as_u16(), 400);
         assert_eq!(err("").status.as_u16(), 400);
         assert_eq!(err(r#"{"jobs":[]} x"#).status.as_u16(), 400);
+        assert_eq!(err(r#"[[{"queue":"a"}]]"#).status.as_u16(), 400);
+        assert_eq!(err("null").status.as_u16(), 400);
+        assert_eq!(err("7").status.as_u16(), 400);
         let e = err(r#"{"jobs":[{"queue":"a"},{}]}"#);
         assert_eq!(
             (e.status.as_u16(), e.field.as_deref()),
@@ -110,5 +131,9 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("jobs[0].queue"));
         let e = err(r#"{"jobs":[],"paylod":1}"#);
         assert_eq!(e.field.as_deref(), Some("paylod"));
+        let e = err(r#"{"jobs":[],"":1}"#);
+        assert_eq!(e.field.as_deref(), Some("\"\""));
+        let e = err(r#"{"jobs":[{"queue":"a","":1}]}"#);
+        assert_eq!(e.field.as_deref(), Some("jobs[0].\"\""));
     }
 }

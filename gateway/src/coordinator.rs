@@ -89,17 +89,31 @@ impl Coordinator {
         })
     }
 
-    /// True when the coordinator answers its grpc.health.v1 check as serving.
+    /// Ok while the coordinator answers its grpc.health.v1 check SERVING, both for the
+    /// server as a whole (`""`) and for ClientService, within 2 s; else why not. It reports
+    /// NOT_SERVING during its graceful drain and while its database is out of reach.
     pub async fn ready(&self) -> Result<(), String> {
+        let (all, client) = tokio::join!(self.serving(""), self.serving("lanes.v1.ClientService"));
+        all.and(client)
+    }
+
+    async fn serving(&self, service: &str) -> Result<(), String> {
         let req = tonic_health::pb::HealthCheckRequest {
-            service: "lanes.v1.ClientService".into(),
+            service: service.into(),
         };
         let mut health = self.health.clone();
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
         match tokio::time::timeout(Duration::from_secs(2), health.check(req)).await {
-            Ok(Ok(r)) if r.get_ref().status == 1 => Ok(()),
-            Ok(Ok(r)) => Err(format!("coordinator health status {}", r.get_ref().status)),
-            Ok(Err(s)) => Err(format!("coordinator unreachable: {}", s.message())),
-            Err(_) => Err("coordinator health check timed out".into()),
+            Ok(Ok(r)) if r.get_ref().status == serving => Ok(()),
+            Ok(Ok(r)) => Err(format!(
+                "the coordinator reports {} (draining, or its database is out of reach)",
+                tonic_health::pb::health_check_response::ServingStatus::try_from(
+                    r.get_ref().status
+                )
+                .map_or("an unknown status", |s| s.as_str_name())
+            )),
+            Ok(Err(s)) => Err(format!("the coordinator is unreachable: {}", s.message())),
+            Err(_) => Err("the coordinator did not answer its health check within 2 s".into()),
         }
     }
 }

@@ -101,6 +101,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "not_completed", message)
     }
 
+    /// 503: the coordinator cannot serve (unreachable, or reporting NOT_SERVING).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "coordinator_unavailable",
+            message,
+        )
+        .retry_later()
+    }
+
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -135,12 +145,9 @@ impl From<tonic::Status> for ApiError {
             Code::ResourceExhausted => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", msg).retry_later()
             }
-            Code::Unavailable => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "coordinator_unavailable",
-                format!("the coordinator is unreachable: {msg}"),
-            )
-            .retry_later(),
+            Code::Unavailable => {
+                Self::unavailable(format!("the coordinator is unavailable: {msg}"))
+            }
             Code::DeadlineExceeded | Code::Cancelled => Self::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "coordinator_timeout",
@@ -212,5 +219,25 @@ mod tests {
         );
         let e = ApiError::from(named);
         assert_eq!(e.field.as_deref(), Some("jobs[1].callback_url"));
+    }
+
+    /// UNAVAILABLE (the coordinator's answer while its database restarts, or no connection)
+    /// is a 503 in the JSON error shape with Retry-After, never a 500.
+    #[tokio::test]
+    async fn unavailable_is_503_with_retry_after() {
+        let status = tonic::Status::unavailable("the database is restarting");
+        let resp = ApiError::from(status).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_some());
+        let body = axum::body::to_bytes(resp.into_body(), 4096)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], "coordinator_unavailable");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the database is restarting"))
+        );
     }
 }

@@ -8,8 +8,13 @@ mod config;
 mod coordinator;
 mod error;
 mod metrics;
+mod numbers;
 mod openapi;
+mod params;
+#[cfg(test)]
+mod proptests;
 mod routes;
+mod schemas;
 mod state;
 mod trace;
 mod validate;

@@ -5,7 +5,7 @@ use crate::auth::Keys;
 use crate::config::Cli;
 use crate::coordinator::{Coordinator, StatsCache};
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Room for the fields around a payload in one enqueue body.
@@ -52,6 +52,8 @@ pub struct AppState {
     pub stats: Arc<StatsCache>,
     /// Renders /metrics.
     pub metrics: PrometheusHandle,
+    /// The OpenAPI document, as served (set once the router is assembled).
+    pub openapi: Arc<OnceLock<String>>,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             limits: Limits::from_cli(cli),
             stats: Arc::new(StatsCache::new(Duration::from_millis(cli.stats_cache_ms))),
             metrics,
+            openapi: Arc::new(OnceLock::new()),
         })
     }
 }

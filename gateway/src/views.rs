@@ -7,6 +7,7 @@ use lanes_proto::v1 as pb;
 use prost_types::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 /// The user-facing name of a job state (seed 001's names).
@@ -47,12 +48,24 @@ fn iso_of(t: &Option<Timestamp>) -> Option<String> {
     t.as_ref().and_then(time).map(iso)
 }
 
-/// Stored JSON text as a value: empty is `null`; text that is not JSON stays a string.
+/// Stored JSON text as a value, to look into (a result's link): empty is `null`; text that
+/// does not parse (not JSON, or a number past `f64`) is a string. Answers use [`raw_json`],
+/// which keeps every number exact.
 pub fn json_of(text: &str) -> Value {
     if text.is_empty() {
         return Value::Null;
     }
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Stored JSON text answered as it is (every number exact): empty is `null`; text that is
+/// not JSON is answered as a JSON string.
+pub fn raw_json(text: &str) -> Box<RawValue> {
+    let text = if text.trim().is_empty() { "null" } else { text };
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| {
+        let quoted = Value::String(text.to_owned()).to_string();
+        RawValue::from_string(quoted).unwrap_or_default()
+    })
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -103,11 +116,11 @@ pub struct JobView {
     #[allow(missing_docs)]
     pub summary: JobSummary,
     /// The payload as enqueued.
-    #[schema(value_type = Object)]
-    pub payload: Value,
+    #[schema(schema_with = crate::schemas::any_value)]
+    pub payload: Box<RawValue>,
     /// The handler's result (null until completed).
-    #[schema(value_type = Object, nullable)]
-    pub result: Value,
+    #[schema(schema_with = crate::schemas::any_value)]
+    pub result: Box<RawValue>,
     /// Jobs of its lane ahead of it while pending (0 = next); null otherwise.
     pub position_in_lane: Option<i64>,
     /// Estimate from the cached queue stats (average run time, jobs ahead); omitted when
@@ -148,8 +161,8 @@ pub fn summary(j: &pb::Job) -> JobSummary {
 pub fn full(j: &pb::Job, position_in_lane: i64, stats: Option<&pb::GetStatsResponse>) -> JobView {
     JobView {
         summary: summary(j),
-        payload: json_of(&j.payload),
-        result: json_of(&j.result),
+        payload: raw_json(&j.payload),
+        result: raw_json(&j.result),
         position_in_lane: (position_in_lane >= 0).then_some(position_in_lane),
         estimated_completion: stats
             .and_then(|s| estimated_completion(s, j, position_in_lane))
@@ -272,5 +285,8 @@ mod tests {
         assert_eq!(parse_status("running"), Some(pb::JobState::Running));
         assert_eq!(json_of(""), Value::Null);
         assert_eq!(json_of("{\"a\":1}")["a"], 1);
+        assert_eq!(raw_json("").get(), "null");
+        assert_eq!(raw_json("[1e400]").get(), "[1e400]");
+        assert_eq!(raw_json("not json").get(), "\"not json\"");
     }
 }

@@ -232,6 +232,28 @@ impl Http {
             .await
     }
 
+    /// PUT raw text as the body.
+    pub async fn put_raw(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> anyhow::Result<Reply> {
+        self.send(reqwest::Method::PUT, path, key, Some(body.to_owned()))
+            .await
+    }
+
+    /// GET `path` and return the body as text, whatever its status (for bodies a JSON
+    /// reader would round or refuse).
+    pub async fn get_text(&self, path: &str, key: Option<&str>) -> anyhow::Result<String> {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        let resp = req.send().await.with_context(|| format!("GET {path}"))?;
+        Ok(resp.text().await?)
+    }
+
     /// POST raw text as the body (for malformed JSON and empty bodies).
     pub async fn post_raw(
         &self,

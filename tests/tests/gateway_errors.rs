@@ -130,6 +130,57 @@ fn enqueue_cases() -> Vec<Case> {
             "delay_seconds",
         ),
         bad("unknown field", json!({"paylod": {}}), "paylod"),
+        bad(
+            "run_at with a delay",
+            json!({"run_at": "2030-01-01T00:00:00Z", "delay_seconds": 1}),
+            "run_at",
+        ),
+        bad("lane with a NUL", json!({"lane": "resto\u{0}1"}), "lane"),
+        bad(
+            "lane of 257 bytes",
+            json!({"lane": "é".repeat(128) + "x"}),
+            "lane",
+        ),
+        bad(
+            "fractional delay",
+            json!({"delay_seconds": 1.5}),
+            "delay_seconds",
+        ),
+        bad(
+            "delay past an i64",
+            json!({"delay_seconds": 9_223_372_036_854_775_808u64}),
+            "delay_seconds",
+        ),
+        bad(
+            "payload with a NUL",
+            json!({"payload": {"a": "x\u{0}"}}),
+            "payload",
+        ),
+        Case {
+            what: "a body that is an array",
+            method: "POST",
+            path: "/api/jobs".into(),
+            body: Some("[\"invoice_import\", null, {}]".into()),
+            status: 400,
+            code: "malformed_json",
+            field: None,
+        },
+        post(
+            "wake with an unknown field",
+            "/api/wake-worker",
+            json!({"workers": 2}),
+            422,
+            "invalid_field",
+            Some("workers"),
+        ),
+        post(
+            "settings out of range",
+            "/admin/api/queues/invoice_import/settings",
+            json!({"max_attempts": 1001}),
+            422,
+            "invalid_field",
+            Some("max_attempts"),
+        ),
         post(
             "payload over the limit",
             "/api/jobs",
@@ -264,6 +315,48 @@ async fn errors_have_their_status_and_change_nothing() -> anyhow::Result<()> {
             Some("limit"),
         ),
         get(
+            "lane filter with a NUL",
+            "/api/jobs?lane=%00".into(),
+            422,
+            "invalid_field",
+            Some("lane"),
+        ),
+        get(
+            "cursor that is no cursor",
+            "/api/jobs?cursor=abc".into(),
+            422,
+            "invalid_field",
+            Some("cursor"),
+        ),
+        get(
+            "negative cursor",
+            "/admin/api/deliveries?cursor=-5".into(),
+            422,
+            "invalid_field",
+            Some("cursor"),
+        ),
+        get(
+            "event type with a NUL",
+            "/admin/api/deliveries?event_type=job%00".into(),
+            422,
+            "invalid_field",
+            Some("event_type"),
+        ),
+        get(
+            "job id that is not UTF-8",
+            "/api/jobs/%FF".into(),
+            404,
+            "not_found",
+            None,
+        ),
+        get(
+            "queue name that is not UTF-8",
+            "/admin/api/queues/%FF/settings".into(),
+            422,
+            "invalid_field",
+            Some("queue"),
+        ),
+        get(
             "unknown task",
             "/api/queue/tasks/999999".into(),
             404,
@@ -321,6 +414,9 @@ async fn errors_have_their_status_and_change_nothing() -> anyhow::Result<()> {
     for c in &cases {
         let r = match (c.method, &c.body) {
             ("GET", _) => s.http.get(&c.path, Some(ADMIN_KEY)).await?,
+            (_, Some(b)) if c.path.ends_with("/settings") => {
+                s.http.put_raw(&c.path, Some(ADMIN_KEY), b).await?
+            }
             (_, Some(b)) => s.http.post_raw(&c.path, Some(ADMIN_KEY), b).await?,
             _ => unreachable!("every POST case has a body"),
         };
@@ -412,5 +508,33 @@ async fn coordinator_down_means_503_then_recovery() -> anyhow::Result<()> {
         .post("/api/jobs", Some(ENQUEUE_KEY), &job(json!({})))
         .await?;
     assert_eq!(r.status, 202, "{}\n{}", r.body, s.logs());
+    Ok(())
+}
+
+/// A payload goes in and comes out as the text sent: a number near `f64::MAX`, one past it
+/// and one past `i64` are neither refused nor rounded (they once answered 500 on reading).
+#[tokio::test]
+async fn payload_numbers_come_back_exact() -> anyhow::Result<()> {
+    let s = Stack::start().await?;
+    let payload = r#"{"max":1.7976931348623157e308,"past":1e400,"big":123456789012345678901234567890,"tiny":5e-324}"#;
+    let body = format!(r#"{{"queue":"{Q}","payload":{payload}}}"#);
+    let r = s
+        .http
+        .post_raw("/api/jobs", Some(ENQUEUE_KEY), &body)
+        .await?;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["job_id"].as_i64().context("job_id")?;
+    // The answer holds 1e400, which the test's own JSON reader refuses: compare the text.
+    let text = s
+        .http
+        .get_text(&format!("/api/jobs/{id}"), Some(READ_KEY))
+        .await?;
+    assert!(
+        text.contains(&format!(r#""payload":{payload}"#)),
+        "{text}\n{}",
+        s.logs()
+    );
+    let listed = s.http.get_text("/api/jobs", Some(READ_KEY)).await?;
+    assert!(listed.contains(&format!(r#""job_id":{id}"#)), "{listed}");
     Ok(())
 }

@@ -370,11 +370,20 @@ async fn admin_routes() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// /openapi.json is generated, parses, and lists every route; /metrics counts requests by
-/// route and status and has the latency histogram.
+/// /openapi.json is generated, parses, and lists every route, each with the errors it can
+/// answer; /metrics has a HELP line per metric, its label-free counter at 0 from the start,
+/// counts requests by route and status and has the latency histogram.
 #[tokio::test]
 async fn openapi_and_metrics() -> anyhow::Result<()> {
     let s = Stack::start().await?;
+    let fresh = s.http.get("/metrics", None).await?;
+    let fresh = fresh.body.as_str().context("metrics text")?;
+    assert!(
+        fresh
+            .lines()
+            .any(|l| l == "lanes_gateway_workers_woken_total 0"),
+        "{fresh}"
+    );
     let doc = s.http.get("/openapi.json", None).await?;
     assert_eq!(doc.status, 200);
     assert!(
@@ -403,15 +412,47 @@ async fn openapi_and_metrics() -> anyhow::Result<()> {
         ("/admin/api/queues/{queue}/settings", "put"),
         ("/admin/api/lanes/unblock", "post"),
         ("/admin/api/agents", "get"),
+        ("/admin/api/deliveries", "get"),
+        ("/admin/api/deliveries/{id}/replay", "post"),
+        ("/admin/api/deliveries/replay", "post"),
+        ("/api/jobs/{id}/download", "get"),
+        ("/admin/queue", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/openapi.json", "get"),
     ];
     for (path, method) in want {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} missing from /openapi.json"
         );
+    }
+    let listed: usize = paths
+        .values()
+        .filter_map(|p| p.as_object())
+        .map(|p| p.len())
+        .sum();
+    assert_eq!(
+        listed,
+        want.len(),
+        "/openapi.json lists an operation this test does not know"
+    );
+    // Every keyed operation documents 401 and 403; every one with a body 400 and 422.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let codes = op["responses"].as_object().context("responses")?;
+            let keyed = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            for code in ["401", "403", "503"].iter().filter(|_| keyed) {
+                assert!(codes.contains_key(*code), "{method} {path} lacks {code}");
+            }
+            for code in ["400", "413", "422"]
+                .iter()
+                .filter(|_| op.get("requestBody").is_some())
+            {
+                assert!(codes.contains_key(*code), "{method} {path} lacks {code}");
+            }
+        }
     }
     assert!(doc.body["components"]["securitySchemes"]["api_key"].is_object());
     assert!(doc.body["components"]["schemas"]["EnqueueBody"].is_object());
@@ -422,6 +463,17 @@ async fn openapi_and_metrics() -> anyhow::Result<()> {
     s.http.get("/api/jobs/1", None).await?;
     let m = s.http.get("/metrics", None).await?;
     let text = m.body.as_str().context("metrics text")?;
+    for name in [
+        "lanes_gateway_http_requests_total",
+        "lanes_gateway_http_request_duration_seconds",
+        "lanes_gateway_jobs_enqueued_total",
+        "lanes_gateway_workers_woken_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{text}"
+        );
+    }
     let value = |needles: &[&str]| -> Option<f64> {
         text.lines()
             .find(|l| {

@@ -5,14 +5,41 @@
 use crate::auth::CanAdmin;
 use crate::body::{JsonBody, JsonInput};
 use crate::error::{ApiError, ErrorBody};
+use crate::params::{self, Segment};
+use crate::schemas;
 use crate::state::AppState;
-use crate::validate;
 use crate::views;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use lanes_proto::limits::{self, Range, settings as ranges};
 use lanes_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+
+/// Seed 001's clear: how old a finished job must be to go, in hours (0: every one; 10 years
+/// at most, as the coordinator allows).
+pub const CLEAR_HOURS: Range = Range::new("hours", 0, 87_600);
+
+/// The `{queue}` of the queue routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI derive only: the handler takes a `Segment`.
+pub struct QueuePath {
+    /// Queue name.
+    #[param(schema_with = schemas::queue)]
+    queue: String,
+}
+
+fn clear_hours() -> utoipa::openapi::schema::Object {
+    schemas::range(
+        CLEAR_HOURS,
+        &format!(
+            "Finished (completed, failed, cancelled) jobs older than this many hours are \
+             deleted; 0 deletes every finished job. {}-{}.",
+            CLEAR_HOURS.min, CLEAR_HOURS.max
+        ),
+    )
+}
 
 /// Seed 001's clear: delete finished jobs older than `hours`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -20,9 +47,12 @@ use utoipa::ToSchema;
 pub struct ClearBody {
     /// Finished (completed, failed, cancelled) jobs older than this many hours are deleted;
     /// 0 deletes every finished job. 0-87,600.
+    #[serde(deserialize_with = "crate::numbers::int")]
+    #[schema(schema_with = clear_hours)]
     pub hours: i64,
     /// Only this queue (default: all).
     #[serde(default)]
+    #[schema(schema_with = schemas::queue_filter_or_null)]
     pub queue: Option<String>,
 }
 impl JsonInput for ClearBody {}
@@ -39,22 +69,16 @@ pub struct Cleared {
 /// Deletes finished jobs older than `hours` (the failed head of a blocked lane is kept).
 #[utoipa::path(post, path = "/admin/api/queue/clear", tag = "admin", request_body = ClearBody,
     security(("api_key" = [])),
-    responses((status = 200, body = Cleared), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Cleared)))]
 pub async fn clear(
     _: CanAdmin,
     State(st): State<AppState>,
     JsonBody(b): JsonBody<ClearBody>,
 ) -> Result<Json<Cleared>, ApiError> {
-    if !(0..=87_600).contains(&b.hours) {
-        return Err(ApiError::invalid(
-            "hours",
-            format!("hours is {}; allowed 0-87600", b.hours),
-        ));
-    }
-    let queue = checked_queue(b.queue.as_deref().unwrap_or_default(), true)?;
+    let older_than_hours = CLEAR_HOURS.check(b.hours).map_err(field_error)?;
     let req = pb::PurgeJobsRequest {
-        queue,
-        older_than_hours: b.hours,
+        queue: params::queue(b.queue.as_deref())?,
+        older_than_hours,
     };
     let deleted = st
         .coord
@@ -70,10 +94,12 @@ pub async fn clear(
     }))
 }
 
-fn checked_queue(q: &str, empty_ok: bool) -> Result<String, ApiError> {
-    if !(empty_ok && q.is_empty()) {
-        validate::queue_name(q).map_err(|m| ApiError::invalid("queue", m))?;
-    }
+fn field_error(e: limits::Invalid) -> ApiError {
+    ApiError::invalid(e.field, e.message)
+}
+
+fn checked_queue(q: &str) -> Result<String, ApiError> {
+    limits::queue_name("queue", q).map_err(field_error)?;
     Ok(q.to_owned())
 }
 
@@ -132,15 +158,15 @@ fn settings(s: pb::QueueSettings) -> Settings {
 
 /// Stops leasing from a queue (running jobs finish; enqueues are still accepted).
 #[utoipa::path(post, path = "/admin/api/queues/{queue}/pause", tag = "admin", security(("api_key" = [])),
-    params(("queue" = String, Path, description = "Queue name")),
-    responses((status = 200, body = Settings), (status = 422, body = ErrorBody)))]
+    params(QueuePath),
+    responses((status = 200, body = Settings)))]
 pub async fn pause(
     _: CanAdmin,
     State(st): State<AppState>,
-    Path(queue): Path<String>,
+    Segment(queue): Segment,
 ) -> Result<Json<Settings>, ApiError> {
     let req = pb::PauseQueueRequest {
-        queue: checked_queue(&queue, false)?,
+        queue: checked_queue(&queue)?,
     };
     Ok(Json(settings(
         st.coord.admin.clone().pause_queue(req).await?.into_inner(),
@@ -149,15 +175,15 @@ pub async fn pause(
 
 /// Resumes leasing from a queue (and wakes agents for its ready work).
 #[utoipa::path(post, path = "/admin/api/queues/{queue}/resume", tag = "admin", security(("api_key" = [])),
-    params(("queue" = String, Path, description = "Queue name")),
-    responses((status = 200, body = Settings), (status = 422, body = ErrorBody)))]
+    params(QueuePath),
+    responses((status = 200, body = Settings)))]
 pub async fn resume(
     _: CanAdmin,
     State(st): State<AppState>,
-    Path(queue): Path<String>,
+    Segment(queue): Segment,
 ) -> Result<Json<Settings>, ApiError> {
     let req = pb::ResumeQueueRequest {
-        queue: checked_queue(&queue, false)?,
+        queue: checked_queue(&queue)?,
     };
     Ok(Json(settings(
         st.coord.admin.clone().resume_queue(req).await?.into_inner(),
@@ -166,15 +192,15 @@ pub async fn resume(
 
 /// A queue's settings (defaults when never set).
 #[utoipa::path(get, path = "/admin/api/queues/{queue}/settings", tag = "admin", security(("api_key" = [])),
-    params(("queue" = String, Path, description = "Queue name")),
-    responses((status = 200, body = Settings), (status = 422, body = ErrorBody)))]
+    params(QueuePath),
+    responses((status = 200, body = Settings)))]
 pub async fn get_settings(
     _: CanAdmin,
     State(st): State<AppState>,
-    Path(queue): Path<String>,
+    Segment(queue): Segment,
 ) -> Result<Json<Settings>, ApiError> {
     let req = pb::GetQueueSettingsRequest {
-        queue: checked_queue(&queue, false)?,
+        queue: checked_queue(&queue)?,
     };
     Ok(Json(settings(
         st.coord
@@ -186,43 +212,82 @@ pub async fn get_settings(
     )))
 }
 
-/// Settings to change; absent fields keep their value.
+/// Settings to change; absent (or null) fields keep their value. `backoff_max_ms` must stay
+/// at least `backoff_initial_ms` (as given here, or as stored).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// Attempts before a job ends failed.
-    pub max_attempts: Option<i32>,
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = max_attempts)]
+    pub max_attempts: Option<i64>,
     /// First retry delay, ms.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = backoff_initial_ms)]
     pub backoff_initial_ms: Option<i64>,
     /// Retry delay cap, ms.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = backoff_max_ms)]
     pub backoff_max_ms: Option<i64>,
     /// Lease TTL, ms.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = lease_ttl_ms)]
     pub lease_ttl_ms: Option<i64>,
     /// Hard limit on one run, ms.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = job_timeout_ms)]
     pub job_timeout_ms: Option<i64>,
     /// Retention of completed jobs, s.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = retention_completed_s)]
     pub retention_completed_s: Option<i64>,
     /// Retention of failed jobs, s.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = retention_failed_s)]
     pub retention_failed_s: Option<i64>,
     /// Backpressure limit of pending jobs (0 = unlimited).
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = max_pending)]
     pub max_pending: Option<i64>,
     /// Concurrency cap (0 = unlimited).
-    pub max_running: Option<i32>,
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = max_running)]
+    pub max_running: Option<i64>,
     /// `continue` or `block`.
+    #[serde(default)]
+    #[schema(schema_with = schemas::failure_policy)]
     pub failure_policy: Option<String>,
 }
-impl JsonInput for SettingsPatch {}
 
-/// Changes a queue's settings.
-#[utoipa::path(put, path = "/admin/api/queues/{queue}/settings", tag = "admin", security(("api_key" = [])),
-    params(("queue" = String, Path, description = "Queue name")), request_body = SettingsPatch,
-    responses((status = 200, body = Settings), (status = 422, body = ErrorBody)))]
-pub async fn put_settings(
-    _: CanAdmin,
-    State(st): State<AppState>,
-    Path(queue): Path<String>,
-    JsonBody(p): JsonBody<SettingsPatch>,
-) -> Result<Json<Settings>, ApiError> {
+macro_rules! setting_schemas {
+    ($($name:ident => $range:expr),* $(,)?) => {
+        $(fn $name() -> utoipa::openapi::schema::Object {
+            schemas::setting($range)
+        })*
+    };
+}
+
+setting_schemas! {
+    max_attempts => ranges::MAX_ATTEMPTS,
+    backoff_initial_ms => ranges::BACKOFF_INITIAL_MS,
+    backoff_max_ms => ranges::BACKOFF_MAX_MS,
+    lease_ttl_ms => ranges::LEASE_TTL_MS,
+    job_timeout_ms => ranges::JOB_TIMEOUT_MS,
+    retention_completed_s => ranges::RETENTION_COMPLETED_S,
+    retention_failed_s => ranges::RETENTION_FAILED_S,
+    max_pending => ranges::MAX_PENDING,
+    max_running => ranges::MAX_RUNNING,
+}
+
+/// Checks a patch against the shared ranges and builds the request (the coordinator checks
+/// `backoff_max_ms` against the stored `backoff_initial_ms`).
+pub fn settings_request(
+    queue: &str,
+    p: &SettingsPatch,
+) -> Result<pb::SetQueueSettingsRequest, ApiError> {
+    let check = |v: Option<i64>, r: Range| v.map(|v| r.check(v)).transpose().map_err(field_error);
+    let check32 =
+        |v: Option<i64>, r: Range| v.map(|v| r.check_i32(v)).transpose().map_err(field_error);
     let failure_policy = match p.failure_policy.as_deref() {
         None => None,
         Some("continue") => Some(pb::FailurePolicy::Continue as i32),
@@ -234,19 +299,33 @@ pub async fn put_settings(
             ));
         }
     };
-    let req = pb::SetQueueSettingsRequest {
-        queue: checked_queue(&queue, false)?,
-        max_attempts: p.max_attempts,
-        backoff_initial_ms: p.backoff_initial_ms,
-        backoff_max_ms: p.backoff_max_ms,
-        lease_ttl_ms: p.lease_ttl_ms,
-        job_timeout_ms: p.job_timeout_ms,
-        retention_completed_s: p.retention_completed_s,
-        retention_failed_s: p.retention_failed_s,
-        max_pending: p.max_pending,
-        max_running: p.max_running,
+    Ok(pb::SetQueueSettingsRequest {
+        queue: checked_queue(queue)?,
+        max_attempts: check32(p.max_attempts, ranges::MAX_ATTEMPTS)?,
+        backoff_initial_ms: check(p.backoff_initial_ms, ranges::BACKOFF_INITIAL_MS)?,
+        backoff_max_ms: check(p.backoff_max_ms, ranges::BACKOFF_MAX_MS)?,
+        lease_ttl_ms: check(p.lease_ttl_ms, ranges::LEASE_TTL_MS)?,
+        job_timeout_ms: check(p.job_timeout_ms, ranges::JOB_TIMEOUT_MS)?,
+        retention_completed_s: check(p.retention_completed_s, ranges::RETENTION_COMPLETED_S)?,
+        retention_failed_s: check(p.retention_failed_s, ranges::RETENTION_FAILED_S)?,
+        max_pending: check(p.max_pending, ranges::MAX_PENDING)?,
+        max_running: check32(p.max_running, ranges::MAX_RUNNING)?,
         failure_policy,
-    };
+    })
+}
+impl JsonInput for SettingsPatch {}
+
+/// Changes a queue's settings.
+#[utoipa::path(put, path = "/admin/api/queues/{queue}/settings", tag = "admin", security(("api_key" = [])),
+    params(QueuePath), request_body = SettingsPatch,
+    responses((status = 200, body = Settings)))]
+pub async fn put_settings(
+    _: CanAdmin,
+    State(st): State<AppState>,
+    Segment(queue): Segment,
+    JsonBody(p): JsonBody<SettingsPatch>,
+) -> Result<Json<Settings>, ApiError> {
+    let req = settings_request(&queue, &p)?;
     Ok(Json(settings(
         st.coord
             .admin
@@ -262,8 +341,10 @@ pub async fn put_settings(
 #[serde(deny_unknown_fields)]
 pub struct UnblockBody {
     /// Queue name.
+    #[schema(schema_with = schemas::queue)]
     pub queue: String,
     /// Lane key.
+    #[schema(schema_with = schemas::lane_text)]
     pub lane: String,
 }
 impl JsonInput for UnblockBody {}
@@ -280,19 +361,21 @@ pub struct Unblocked {
 /// Moves a lane stopped by the `block` policy past its failed head.
 #[utoipa::path(post, path = "/admin/api/lanes/unblock", tag = "admin", request_body = UnblockBody,
     security(("api_key" = [])),
-    responses((status = 200, body = Unblocked), (status = 409, description = "The lane is not blocked", body = ErrorBody)))]
+    responses((status = 200, body = Unblocked),
+        (status = 409, description = "The lane is not blocked", body = ErrorBody)))]
 pub async fn unblock(
     _: CanAdmin,
     State(st): State<AppState>,
     JsonBody(b): JsonBody<UnblockBody>,
 ) -> Result<Json<Unblocked>, ApiError> {
-    let queue = checked_queue(&b.queue, false)?;
-    if b.lane.is_empty() || b.lane.len() > validate::MAX_KEY {
+    let queue = checked_queue(&b.queue)?;
+    if b.lane.is_empty() {
         return Err(ApiError::invalid(
             "lane",
-            format!("lane must be 1-{} bytes", validate::MAX_KEY),
+            "lane is empty; give the blocked lane's key",
         ));
     }
+    limits::key("lane", &b.lane).map_err(field_error)?;
     let req = pb::UnblockLaneRequest {
         queue,
         lane: b.lane,

@@ -4,17 +4,15 @@
 use crate::auth::CanAdmin;
 use crate::body::{JsonBody, JsonInput};
 use crate::error::{ApiError, ErrorBody};
+use crate::params::{self, Segment};
+use crate::schemas;
 use crate::state::AppState;
-use crate::validate;
 use crate::views;
 use axum::Json;
-use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::extract::{Query, State, rejection::QueryRejection};
 use lanes_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-
-/// Largest page of GET /admin/api/deliveries.
-const MAX_LIMIT: i32 = 500;
 
 /// Filters and paging of GET /admin/api/deliveries.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -22,14 +20,19 @@ const MAX_LIMIT: i32 = 500;
 pub struct DeliveryParams {
     /// Comma-separated states: pending, delivering, delivered, failed, disabled (default:
     /// all but delivered).
+    #[param(schema_with = schemas::delivery_states)]
     pub state: Option<String>,
     /// Queue name.
+    #[param(schema_with = schemas::queue_filter)]
     pub queue: Option<String>,
     /// Event type, e.g. `job.failed`.
+    #[param(schema_with = schemas::event_type)]
     pub event_type: Option<String>,
     /// Page size 1-500 (default 50).
+    #[param(schema_with = schemas::page_size)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(schema_with = schemas::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -120,55 +123,26 @@ fn delivery(d: pb::Delivery) -> Delivery {
 }
 
 fn list_request(q: DeliveryParams) -> Result<pb::ListDeliveriesRequest, ApiError> {
-    let given = |s: Option<String>| s.filter(|s| !s.is_empty());
     let mut states = Vec::new();
-    for name in given(q.state).iter().flat_map(|s| s.split(',')) {
-        let s = parse_state(name.trim()).ok_or_else(|| {
+    for name in q
+        .state
+        .iter()
+        .filter(|s| !s.is_empty())
+        .flat_map(|s| s.split(','))
+    {
+        let s = parse_state(name.trim_matches(' ')).ok_or_else(|| {
             ApiError::invalid("state", format!(
                 "state {name:?} is unknown; use pending, delivering, delivered, failed or disabled"
             ))
         })?;
         states.push(s as i32);
     }
-    let queue = given(q.queue).unwrap_or_default();
-    if !queue.is_empty() {
-        validate::queue_name(&queue).map_err(|m| ApiError::invalid("queue", m))?;
-    }
-    let event_type = given(q.event_type).unwrap_or_default();
-    if event_type.len() > 128 {
-        return Err(ApiError::invalid(
-            "event_type",
-            "event_type is over 128 bytes",
-        ));
-    }
-    let page_size = match given(q.limit) {
-        None => 50,
-        Some(s) => s
-            .parse::<i32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "limit",
-                    format!("limit {s:?} must be an integer 1-{MAX_LIMIT}"),
-                )
-            })?,
-    };
-    let page_token = match given(q.cursor) {
-        None => 0,
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::invalid(
-                "cursor",
-                "cursor must be a next_cursor value from a previous page",
-            )
-        })?,
-    };
     Ok(pb::ListDeliveriesRequest {
         states,
-        queue,
-        event_type,
-        page_size,
-        page_token,
+        queue: params::queue(q.queue.as_deref())?,
+        event_type: params::event_type(q.event_type.as_deref())?,
+        page_size: params::page_size(q.limit.as_deref())?,
+        page_token: params::cursor(q.cursor.as_deref())?,
     })
 }
 
@@ -176,7 +150,7 @@ fn list_request(q: DeliveryParams) -> Result<pb::ListDeliveriesRequest, ApiError
 /// delivering, failed, disabled).
 #[utoipa::path(get, path = "/admin/api/deliveries", tag = "admin", security(("api_key" = [])),
     params(DeliveryParams),
-    responses((status = 200, body = DeliveryList), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = DeliveryList)))]
 pub async fn list(
     _: CanAdmin,
     State(st): State<AppState>,
@@ -227,13 +201,13 @@ async fn replay(
 /// Sends one delivery again, now, with a fresh budget of tries and the same `webhook-id`.
 /// Any state but one in flight (409); a delivered one is sent again.
 #[utoipa::path(post, path = "/admin/api/deliveries/{id}/replay", tag = "admin",
-    security(("api_key" = [])), params(("id" = i64, Path, description = "Delivery id")),
+    security(("api_key" = [])), params(DeliveryId),
     responses((status = 200, body = Replayed), (status = 404, body = ErrorBody),
         (status = 409, description = "The delivery is being sent right now", body = ErrorBody)))]
 pub async fn replay_one(
     _: CanAdmin,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<Replayed>, ApiError> {
     let id = id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -247,12 +221,23 @@ pub async fn replay_one(
     replay(&st, req).await
 }
 
+/// The `{id}` of a delivery.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI derive only: the handler takes a `Segment`.
+pub struct DeliveryId {
+    /// Delivery id (a positive integer).
+    #[param(minimum = 1)]
+    id: i64,
+}
+
 /// Which failed deliveries to replay; an empty body means all.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayAllBody {
     /// Only this queue (default: all).
     #[serde(default)]
+    #[schema(schema_with = schemas::queue_filter_or_null)]
     pub queue: Option<String>,
 }
 impl JsonInput for ReplayAllBody {
@@ -263,20 +248,17 @@ impl JsonInput for ReplayAllBody {
 
 /// Sends every failed and disabled delivery (of `queue`, if given) again.
 #[utoipa::path(post, path = "/admin/api/deliveries/replay", tag = "admin",
-    request_body = ReplayAllBody, security(("api_key" = [])),
-    responses((status = 200, body = Replayed), (status = 422, body = ErrorBody)))]
+    request_body(content = Option<ReplayAllBody>, description = "Optional; an empty body replays every queue's"),
+    security(("api_key" = [])),
+    responses((status = 200, body = Replayed)))]
 pub async fn replay_failed(
     _: CanAdmin,
     State(st): State<AppState>,
     JsonBody(b): JsonBody<ReplayAllBody>,
 ) -> Result<Json<Replayed>, ApiError> {
-    let queue = b.queue.unwrap_or_default();
-    if !queue.is_empty() {
-        validate::queue_name(&queue).map_err(|m| ApiError::invalid("queue", m))?;
-    }
     let req = pb::ReplayDeliveriesRequest {
         all_failed: true,
-        queue,
+        queue: params::queue(b.queue.as_deref())?,
         ..Default::default()
     };
     replay(&st, req).await

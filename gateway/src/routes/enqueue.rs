@@ -11,10 +11,13 @@ use crate::views::{self, StartEstimate};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use lanes_proto::limits::MAX_BATCH;
 use lanes_proto::v1 as pb;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::ArrayBuilder;
+use utoipa::openapi::{Array, Ref};
 
 impl JsonInput for EnqueueBody {
     fn limit(limits: &Limits) -> usize {
@@ -27,7 +30,17 @@ impl JsonInput for EnqueueBody {
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     /// 1-1,000 jobs, each as for POST /api/jobs.
+    #[schema(schema_with = batch_jobs)]
     pub jobs: Vec<EnqueueBody>,
+}
+
+fn batch_jobs() -> Array {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("EnqueueBody"))
+        .min_items(Some(1))
+        .max_items(Some(MAX_BATCH))
+        .description(Some("1-1,000 jobs, each as for POST /api/jobs"))
+        .build()
 }
 
 impl JsonInput for BatchBody {
@@ -78,11 +91,8 @@ pub struct BatchEnqueued {
     responses(
         (status = 202, description = "Enqueued", body = Enqueued),
         (status = 200, description = "Idempotent repeat: the existing job", body = Enqueued),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Payload over the limit", body = ErrorBody),
-        (status = 422, description = "Missing or invalid field", body = ErrorBody),
-        (status = 429, description = "Queue full (Retry-After)", body = ErrorBody),
-        (status = 503, description = "Coordinator unavailable (Retry-After)", body = ErrorBody),
+        (status = 429, description = "Queue full (queue_full); Retry-After set", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn enqueue(
     _: CanEnqueue,
@@ -104,8 +114,9 @@ pub async fn enqueue(
     responses(
         (status = 202, description = "Enqueued (at least one new job)", body = BatchEnqueued),
         (status = 200, description = "Every job was an idempotent repeat", body = BatchEnqueued),
-        (status = 422, description = "A field of one job is invalid: nothing was enqueued", body = ErrorBody),
-        (status = 429, description = "Queue full: nothing was enqueued", body = ErrorBody),
+        (status = 422, description = "A field of one job is invalid, e.g. `jobs[2].lane`: nothing was enqueued", body = ErrorBody),
+        (status = 429, description = "Queue full (queue_full): nothing was enqueued; Retry-After set", body = ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait"))),
     ))]
 pub async fn enqueue_batch(
     _: CanEnqueue,
@@ -114,10 +125,10 @@ pub async fn enqueue_batch(
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<(StatusCode, Json<BatchEnqueued>), ApiError> {
     let n = body.jobs.len();
-    if n == 0 || n > validate::MAX_BATCH {
+    if n == 0 || n > MAX_BATCH {
         return Err(ApiError::invalid(
             "jobs",
-            format!("a batch holds 1-{} jobs (got {n})", validate::MAX_BATCH),
+            format!("a batch holds 1-{MAX_BATCH} jobs (got {n})"),
         ));
     }
     let tp = traceparent(&headers);
@@ -164,8 +175,7 @@ fn code(created: bool) -> StatusCode {
 
 fn count_enqueued(jobs: &[Enqueued]) {
     for j in jobs.iter().filter(|j| j.created) {
-        metrics::counter!("lanes_gateway_jobs_enqueued_total", "queue" => j.queue.clone())
-            .increment(1);
+        metrics::counter!(crate::metrics::ENQUEUED, "queue" => j.queue.clone()).increment(1);
     }
 }
 

@@ -1,9 +1,11 @@
-//! Liveness, readiness and Prometheus metrics. Open routes: they reveal no job data.
+//! Liveness, readiness, Prometheus metrics and this API's OpenAPI document. Open routes:
+//! they reveal no job data.
 
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,11 +13,8 @@ use utoipa::ToSchema;
 /// A probe's answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Probe {
-    /// `ok`, `ready` or `unavailable`.
+    /// `ok` (healthz) or `ready` (readyz).
     pub status: String,
-    /// Why not ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// The process is up (no coordinator call).
@@ -23,30 +22,31 @@ pub struct Probe {
 pub async fn healthz() -> Json<Probe> {
     Json(Probe {
         status: "ok".into(),
-        error: None,
     })
 }
 
-/// The coordinator answers its gRPC health check; 503 otherwise.
+/// Ready while the coordinator answers its gRPC health check SERVING; 503 (the JSON error
+/// shape, Retry-After) while it is unreachable, does not answer within 2 s, or reports
+/// NOT_SERVING (its graceful drain, or its database out of reach).
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, body = Probe), (status = 503, body = Probe)))]
-pub async fn readyz(State(st): State<AppState>) -> (StatusCode, Json<Probe>) {
-    match st.coord.ready().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Probe {
-                status: "ready".into(),
-                error: None,
-            }),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Probe {
-                status: "unavailable".into(),
-                error: Some(e),
-            }),
-        ),
-    }
+    responses((status = 200, body = Probe),
+        (status = 503, description = "Not ready (coordinator_unavailable); Retry-After set",
+            body = ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait")))))]
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<Probe>, ApiError> {
+    st.coord.ready().await.map_err(ApiError::unavailable)?;
+    Ok(Json(Probe {
+        status: "ready".into(),
+    }))
+}
+
+/// This document: every route, body and answer of the gateway (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+pub async fn openapi(State(st): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        st.openapi.get().cloned().unwrap_or_default(),
+    )
 }
 
 /// Prometheus text exposition: requests by route and status, latency histogram, jobs

@@ -4,19 +4,29 @@
 
 use crate::auth::{CanEnqueue, CanRead};
 use crate::error::{ApiError, ErrorBody};
+use crate::params::{self, Segment};
+use crate::schemas;
 use crate::state::AppState;
 use crate::views::{self, JobSummary, JobView};
 use axum::Json;
-use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lanes_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-/// Largest page of GET /api/jobs.
-const MAX_LIMIT: i32 = 500;
+/// The `{id}` of the job routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the OpenAPI derive only: the handler takes a `Segment`.
+pub struct JobId {
+    /// Job id (a positive integer).
+    #[param(minimum = 1)]
+    id: i64,
+}
 
 /// A job id from the path; anything but a positive integer cannot name a job.
 pub fn job_id(raw: &str) -> Result<i64, ApiError> {
@@ -44,12 +54,12 @@ fn job_of(job: Option<pb::Job>) -> Result<pb::Job, ApiError> {
 
 /// A job's status, progress, timestamps, result and error.
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(JobId),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
 pub async fn get_job(
     _: CanRead,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
     let r = fetch(&st, job_id(&id)?).await?;
     let pos = r.position_in_lane;
@@ -61,16 +71,16 @@ pub async fn get_job(
 /// The result of a completed job: its JSON, or a 302 to it when it is a link (an http(s)
 /// URL string, or an object with `url`, `result_url` or `google_drive_link`).
 #[utoipa::path(get, path = "/api/jobs/{id}/result", tag = "jobs", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(JobId),
     responses(
-        (status = 200, description = "The result JSON", body = Object),
+        (status = 200, description = "The result JSON (any JSON value)", body = serde_json::Value),
         (status = 302, description = "Redirect to the result's link"),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Not completed yet", body = ErrorBody)))]
 pub async fn job_result(
     _: CanRead,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let job = job_of(fetch(&st, job_id(&id)?).await?.job)?;
     if job.state != pb::JobState::Completed as i32 {
@@ -84,20 +94,21 @@ pub async fn job_result(
     if let Some(loc) = link(&result).and_then(|u| HeaderValue::from_str(u).ok()) {
         return Ok((StatusCode::FOUND, [(header::LOCATION, loc)]).into_response());
     }
-    Ok(Json(result).into_response())
+    Ok(Json(views::raw_json(&job.result)).into_response())
 }
 
 /// Seed 004's download: the same as `/api/jobs/{id}/result`.
 #[utoipa::path(get, path = "/api/jobs/{id}/download", tag = "jobs", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(JobId),
     responses(
-        (status = 200, description = "The result JSON", body = Object),
+        (status = 200, description = "The result JSON (any JSON value)", body = serde_json::Value),
         (status = 302, description = "Redirect to the result's link"),
+        (status = 404, body = ErrorBody),
         (status = 409, description = "Not completed yet", body = ErrorBody)))]
 pub async fn job_download(
     who: CanRead,
     st: State<AppState>,
-    id: Path<String>,
+    id: Segment,
 ) -> Result<Response, ApiError> {
     job_result(who, st, id).await
 }
@@ -122,15 +133,20 @@ fn link(result: &Value) -> Option<&str> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// pending, processing, completed, failed or cancelled.
+    /// pending, processing (or running), completed, failed or cancelled; empty: any.
+    #[param(schema_with = schemas::status_filter)]
     pub status: Option<String>,
-    /// Queue name.
+    /// Queue name; empty: every queue.
+    #[param(schema_with = schemas::queue_filter)]
     pub queue: Option<String>,
-    /// Lane key.
+    /// Lane key; empty: every lane.
+    #[param(schema_with = schemas::lane_filter)]
     pub lane: Option<String>,
     /// Page size 1-500 (default 50).
+    #[param(schema_with = schemas::page_size)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(schema_with = schemas::cursor)]
     pub cursor: Option<String>,
 }
 
@@ -145,7 +161,7 @@ pub struct JobList {
 
 /// Jobs filtered by status, queue and lane, newest first, paged.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", security(("api_key" = [])), params(ListParams),
-    responses((status = 200, body = JobList), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = JobList)))]
 pub async fn list_jobs(
     _: CanRead,
     State(st): State<AppState>,
@@ -161,7 +177,6 @@ pub async fn list_jobs(
 }
 
 fn list_request(q: ListParams) -> Result<pb::ListJobsRequest, ApiError> {
-    let empty = |s: &Option<String>| s.as_deref().is_none_or(str::is_empty);
     let state = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => pb::JobState::Unspecified,
         Some(s) => views::parse_status(s).ok_or_else(|| {
@@ -170,54 +185,25 @@ fn list_request(q: ListParams) -> Result<pb::ListJobsRequest, ApiError> {
             ))
         })?,
     };
-    let limit = match q.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => 50,
-        Some(s) => s
-            .parse::<i32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "limit",
-                    format!("limit {s:?} must be an integer 1-{MAX_LIMIT}"),
-                )
-            })?,
-    };
-    let cursor = match q.cursor.as_deref().filter(|s| !s.is_empty()) {
-        None => 0,
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::invalid(
-                "cursor",
-                "cursor must be a next_cursor value from a previous page",
-            )
-        })?,
-    };
-    if let Some(queue) = q.queue.as_deref().filter(|s| !s.is_empty()) {
-        crate::validate::queue_name(queue).map_err(|m| ApiError::invalid("queue", m))?;
-    }
     Ok(pb::ListJobsRequest {
-        queue: if empty(&q.queue) {
-            String::new()
-        } else {
-            q.queue.unwrap_or_default()
-        },
-        lane: q.lane.unwrap_or_default(),
+        queue: params::queue(q.queue.as_deref())?,
+        lane: params::lane(q.lane.as_deref())?,
         state: state as i32,
-        page_size: limit,
-        page_token: cursor,
+        page_size: params::page_size(q.limit.as_deref())?,
+        page_token: params::cursor(q.cursor.as_deref())?,
     })
 }
 
 /// Cancels a pending job at once; a processing one is flagged and stops at its next
 /// heartbeat (`cancel_requested` true, status still `processing`).
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(JobId),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody),
         (status = 409, description = "The job has already finished", body = ErrorBody)))]
 pub async fn cancel_job(
     _: CanEnqueue,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
     let req = pb::CancelJobRequest { id: job_id(&id)? };
     let job = job_of(
@@ -234,13 +220,13 @@ pub async fn cancel_job(
 
 /// Puts a failed or cancelled job back to pending with its attempts reset.
 #[utoipa::path(post, path = "/api/jobs/{id}/retry", tag = "jobs", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(JobId),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not failed or cancelled", body = ErrorBody)))]
 pub async fn retry_job(
     _: CanEnqueue,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
     let req = pb::RetryJobRequest { id: job_id(&id)? };
     let job = job_of(
@@ -283,20 +269,20 @@ pub struct Task {
     /// When it finished.
     pub completed_at_iso: Option<String>,
     /// The result (null until completed).
-    #[schema(value_type = Object, nullable)]
-    pub result: Value,
+    #[schema(schema_with = schemas::any_value)]
+    pub result: Box<RawValue>,
     /// The last error.
     pub error: Option<String>,
 }
 
 /// Seed 001's status call: the job as a `task`.
 #[utoipa::path(get, path = "/api/queue/tasks/{id}", tag = "queue", security(("api_key" = [])),
-    params(("id" = i64, Path, description = "Job (task) id")),
+    params(JobId),
     responses((status = 200, body = TaskEnvelope), (status = 404, body = ErrorBody)))]
 pub async fn get_task(
     _: CanRead,
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
 ) -> Result<Json<TaskEnvelope>, ApiError> {
     let job = job_of(fetch(&st, job_id(&id)?).await?.job)?;
     let s = views::summary(&job);
@@ -310,7 +296,7 @@ pub async fn get_task(
             created_at_iso: s.created_at,
             started_at_iso: s.started_at,
             completed_at_iso: s.completed_at,
-            result: views::json_of(&job.result),
+            result: views::raw_json(&job.result),
             error: s.error,
         },
     }))

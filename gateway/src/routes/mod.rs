@@ -1,6 +1,6 @@
-//! The router: every JSON route registered together with its OpenAPI operation (utoipa-axum),
-//! plus /openapi.json, the admin page, a JSON 404, the metrics and trace middleware. Handlers are
-//! thin: parse → one RPC → map; one file per area.
+//! The router: every route registered together with its OpenAPI operation (utoipa-axum), so
+//! /openapi.json lists them all; a JSON 404 and 405, the metrics and trace middleware.
+//! Handlers are thin: parse → one RPC → map; one file per area.
 
 pub mod admin;
 pub mod deliveries;
@@ -10,13 +10,10 @@ pub mod jobs;
 pub mod queue;
 
 use crate::error::ApiError;
-use crate::openapi::ApiDoc;
+use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 use crate::{admin_page, metrics, trace};
 use axum::Router;
-use axum::http::header;
-use axum::routing::get;
-use std::sync::Arc;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,19 +43,14 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .routes(routes!(health::openapi))
+        .routes(routes!(admin_page::page))
         .split_for_parts();
-    let spec: Arc<str> = doc.to_pretty_json()?.into();
+    let mut doc = doc;
+    openapi::complete(&mut doc);
+    // Set once, here: a second router over the same state would serve the first document.
+    let _ = state.openapi.set(doc.to_pretty_json()?);
     Ok(api
-        .route(
-            "/openapi.json",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    spec.to_string(),
-                )
-            }),
-        )
-        .route("/admin/queue", get(admin_page::page))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(metrics::track))
         // Outermost, so the metrics middleware's log lines carry the request's trace id.

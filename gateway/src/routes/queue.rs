@@ -4,9 +4,10 @@
 
 use crate::auth::{CanEnqueue, CanRead};
 use crate::body::{JsonBody, JsonInput};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
+use crate::params;
+use crate::schemas;
 use crate::state::AppState;
-use crate::validate;
 use axum::Json;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use lanes_proto::v1 as pb;
@@ -94,6 +95,7 @@ pub struct QueueDetail {
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// Only this queue.
+    #[param(schema_with = schemas::queue_filter)]
     pub queue: Option<String>,
 }
 
@@ -145,17 +147,14 @@ pub fn stats_of(r: &pb::GetStatsResponse) -> Stats {
 /// Queue statistics (seed 001's shape).
 #[utoipa::path(get, path = "/api/queue/stats", tag = "queue", security(("api_key" = [])),
     params(StatsParams),
-    responses((status = 200, body = StatsEnvelope), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = StatsEnvelope)))]
 pub async fn stats(
     _: CanRead,
     State(st): State<AppState>,
     q: Result<Query<StatsParams>, QueryRejection>,
 ) -> Result<Json<StatsEnvelope>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
-    let queue = q.queue.unwrap_or_default();
-    if !queue.is_empty() {
-        validate::queue_name(&queue).map_err(|m| ApiError::invalid("queue", m))?;
-    }
+    let queue = params::queue(q.queue.as_deref())?;
     let req = pb::GetStatsRequest {
         queue: queue.clone(),
     };
@@ -171,15 +170,23 @@ pub async fn stats(
 }
 
 /// Seed 000's wake-worker request; every field is optional and an empty body is fine.
+/// Unknown fields are refused, as on every other route.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WakeBody {
     /// Who asks, for the logs (e.g. "n8n").
+    #[serde(default)]
     pub requested_by: Option<String>,
     /// The caller's idea of pending jobs (logged only; the coordinator counts for itself).
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
     pub pending_jobs: Option<i64>,
     /// Wake at most this many workers (also capped by --max-wake and the ready jobs).
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(minimum = 0)]
     pub workers_to_start: Option<i64>,
     /// Only agents serving this queue (default: any).
+    #[serde(default)]
+    #[schema(schema_with = schemas::queue_filter_or_null)]
     pub queue: Option<String>,
 }
 
@@ -209,17 +216,14 @@ pub struct WakeReply {
 /// Wakes asleep workers when there is ready work: at most `workers_to_start`, at most
 /// --max-wake, never more than the ready jobs; busy workers are left alone.
 #[utoipa::path(post, path = "/api/wake-worker", tag = "queue", security(("api_key" = [])),
-    request_body(content = WakeBody, description = "Optional; an empty body is fine"),
-    responses((status = 200, body = WakeReply), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    request_body(content = Option<WakeBody>, description = "Optional; an empty body is fine"),
+    responses((status = 200, body = WakeReply)))]
 pub async fn wake_worker(
     _: CanEnqueue,
     State(st): State<AppState>,
     JsonBody(b): JsonBody<WakeBody>,
 ) -> Result<Json<WakeReply>, ApiError> {
-    let queue = b.queue.clone().unwrap_or_default();
-    if !queue.is_empty() {
-        validate::queue_name(&queue).map_err(|m| ApiError::invalid("queue", m))?;
-    }
+    let queue = params::queue(b.queue.as_deref())?;
     let cap = match b.workers_to_start {
         Some(n) if n < 0 => {
             return Err(ApiError::invalid(
@@ -243,7 +247,7 @@ pub async fn wake_worker(
         };
         st.coord.client.clone().wake(req).await?.into_inner()
     };
-    metrics::counter!("lanes_gateway_workers_woken_total").increment(r.agents_woken as u64);
+    metrics::counter!(crate::metrics::WOKEN).increment(r.agents_woken as u64);
     Ok(Json(WakeReply {
         status: "success".into(),
         message: message(&r, cap),
