@@ -22,7 +22,24 @@ CREATE TABLE queues (
     max_running           int CHECK (max_running BETWEEN 1 AND 1000000),
     paused                boolean NOT NULL DEFAULT false,
     failure_policy        failure_policy NOT NULL DEFAULT 'continue',
-    updated_at            timestamptz NOT NULL DEFAULT now()
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    -- The handler is told (SIGTERM, a header) this long into a run; NULL: no soft limit.
+    soft_timeout_ms       bigint CHECK (soft_timeout_ms BETWEEN 1000 AND 604800000),
+    -- At most rate_limit jobs start in any rate_interval_ms (queue_rates keeps the starts).
+    rate_limit            int CHECK (rate_limit BETWEEN 1 AND 100000),
+    rate_interval_ms      bigint CHECK (rate_interval_ms BETWEEN 1 AND 86400000),
+    -- An idempotency key returns its job for this long after the job was enqueued; NULL:
+    -- forever.
+    idempotency_window_s  bigint CHECK (idempotency_window_s BETWEEN 1 AND 315360000),
+    CONSTRAINT rate_limit_whole CHECK ((rate_limit IS NULL) = (rate_interval_ms IS NULL))
+);
+
+-- The start times of a rate-limited queue's latest jobs (at most its rate_limit, oldest
+-- first): a job may start when fewer than rate_limit started in the last rate_interval_ms.
+-- Written by leases holding the queue row's lock, so replicas count starts one at a time.
+CREATE TABLE queue_rates (
+    queue  text PRIMARY KEY REFERENCES queues (name),
+    starts timestamptz[] NOT NULL DEFAULT '{}'
 );
 
 -- Per-queue counts of jobs by state, kept by the transitions in the transaction of each

@@ -48,6 +48,15 @@ CREATE TABLE jobs (
     created_at           timestamptz NOT NULL DEFAULT now(),
     started_at           timestamptz,
     finished_at          timestamptz,
+    -- The job's own limits, set at enqueue (NULL: its queue's): hard and soft limit of a run,
+    -- retry backoff's first wait and cap.
+    timeout_ms           bigint CHECK (timeout_ms BETWEEN 1000 AND 604800000),
+    soft_timeout_ms      bigint CHECK (soft_timeout_ms BETWEEN 1000 AND 604800000),
+    backoff_initial_ms   bigint CHECK (backoff_initial_ms BETWEEN 0 AND 2592000000),
+    backoff_max_ms       bigint CHECK (backoff_max_ms BETWEEN 0 AND 2592000000),
+    -- A client waits for this job to finish (ClientService.WaitJob): the transition that
+    -- finishes it tells the coordinators (NOTIFY lanes_done), so no one polls.
+    notify_finish        boolean NOT NULL DEFAULT false,
     -- Only a running job has a lease expiry, and it holds a token; a finished job has its
     -- finish time and an unfinished one has none.
     CONSTRAINT running_has_lease CHECK ((state = 'running') = (lease_expires_at IS NOT NULL)

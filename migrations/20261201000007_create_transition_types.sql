@@ -38,7 +38,8 @@ CREATE TYPE leased_job AS (
     traceparent      text,
     tracestate       text,
     lease_ttl_ms     bigint,
-    job_timeout_ms   bigint
+    job_timeout_ms   bigint,
+    soft_timeout_ms  bigint
 );
 
 -- The version of the installed transition functions (a hash of their source), so replicas
@@ -76,5 +77,9 @@ CREATE TYPE job_view AS (
     last_error           text,
     created_at           timestamptz,
     started_at           timestamptz,
-    finished_at          timestamptz
+    finished_at          timestamptz,
+    timeout_ms           bigint,
+    soft_timeout_ms      bigint,
+    backoff_initial_ms   bigint,
+    backoff_max_ms       bigint
 );

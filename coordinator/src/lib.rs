@@ -17,6 +17,7 @@ pub mod server;
 pub mod service;
 pub mod supervise;
 pub mod validate;
+pub mod waiters;
 pub mod wake;
 
 /// A token cancelled by the first SIGTERM or SIGINT.

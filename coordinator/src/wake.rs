@@ -45,6 +45,8 @@ pub struct Waker {
     /// Set once this replica began shutting down: no new stream is accepted.
     closing: AtomicBool,
     requests: mpsc::UnboundedSender<WakeRequest>,
+    /// Calls waiting for jobs to finish, woken from the same listener connection.
+    pub waiters: crate::waiters::Waiters,
     /// Agents not refreshed for this long count as gone.
     pub stale_ms: i64,
 }
@@ -64,6 +66,7 @@ impl Waker {
             streams: Mutex::new(HashMap::new()),
             closing: AtomicBool::new(false),
             requests,
+            waiters: crate::waiters::Waiters::default(),
             stale_ms,
         };
         (Arc::new(waker), rx)
@@ -278,7 +281,11 @@ impl Waker {
     /// before accepting agents, so no wake meant for them can slip by unheard.
     pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener
+            .listen_all([CHANNEL, crate::waiters::CHANNEL])
+            .await?;
+        // Finishes notified while no connection listened were missed: every wait looks again.
+        self.waiters.wake_all();
         Ok(listener)
     }
 
@@ -308,6 +315,12 @@ impl Waker {
         };
         while !stop.is_cancelled() {
             let n = listener.recv().await?;
+            if n.channel() == crate::waiters::CHANNEL {
+                if let Ok(id) = n.payload().parse() {
+                    self.waiters.finished(id);
+                }
+                continue;
+            }
             let Ok(msg) = serde_json::from_str::<serde_json::Value>(n.payload()) else {
                 continue;
             };

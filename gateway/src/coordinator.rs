@@ -48,6 +48,11 @@ pub struct Coordinator {
     pub client: ClientServiceClient<Chan>,
     /// AdminService: settings, pause, agents, unblock, purge.
     pub admin: AdminServiceClient<Chan>,
+    /// ClientService without the per-call timeout, for WaitJob: its calls set their own
+    /// deadline (the wait asked for, plus the RPC timeout).
+    pub waiting: ClientServiceClient<Chan>,
+    /// The per-call timeout (--rpc-timeout-ms).
+    pub rpc_timeout: Duration,
     health: HealthClient<Channel>,
 }
 
@@ -55,10 +60,10 @@ impl Coordinator {
     /// Builds the clients; connects lazily, so the gateway starts (and answers 503) while
     /// the coordinator is down.
     pub fn connect(cli: &Cli) -> anyhow::Result<Coordinator> {
+        let rpc_timeout = Duration::from_millis(cli.rpc_timeout_ms.max(100));
         let mut ep = Endpoint::from_shared(cli.coordinator.clone())
             .with_context(|| format!("invalid --coordinator URL {:?}", cli.coordinator))?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_millis(cli.rpc_timeout_ms.max(100)))
             .tcp_nodelay(true);
         if cli.coordinator.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
@@ -70,7 +75,8 @@ impl Coordinator {
                 .tls_config(tls)
                 .context("TLS settings for the coordinator")?;
         }
-        let channel = ep.connect_lazy();
+        let waiting_channel = ep.clone().connect_lazy();
+        let channel = ep.timeout(rpc_timeout).connect_lazy();
         let token = match cli.coordinator_token.as_deref().map(str::trim) {
             Some(t) if !t.is_empty() => Some(
                 format!("Bearer {t}")
@@ -79,8 +85,13 @@ impl Coordinator {
             ),
             _ => None,
         };
-        let intercepted = InterceptedService::new(channel.clone(), Token(token));
+        let intercepted = InterceptedService::new(channel.clone(), Token(token.clone()));
+        let waiting =
+            ClientServiceClient::new(InterceptedService::new(waiting_channel, Token(token)))
+                .max_decoding_message_size(MAX_MESSAGE);
         Ok(Coordinator {
+            waiting,
+            rpc_timeout,
             client: ClientServiceClient::new(intercepted.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),

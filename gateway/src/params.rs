@@ -70,6 +70,27 @@ pub fn cursor(raw: Option<&str>) -> Result<i64, ApiError> {
     })
 }
 
+/// `wait`: seconds to wait for the job to finish, 0-60; 0 (answer at once) when absent or
+/// empty.
+pub fn wait(raw: Option<&str>) -> Result<i32, ApiError> {
+    let Some(s) = given(raw) else {
+        return Ok(0);
+    };
+    let r = limits::WAIT_SECONDS;
+    s.parse::<i64>()
+        .ok()
+        .and_then(|n| r.check_i32(n).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "wait",
+                format!(
+                    "wait {s:?} must be a whole number of seconds {}-{}",
+                    r.min, r.max
+                ),
+            )
+        })
+}
+
 /// `queue`: a queue name, or every queue when absent or empty.
 pub fn queue(raw: Option<&str>) -> Result<String, ApiError> {
     let q = raw.unwrap_or_default();

@@ -174,6 +174,46 @@ pub fn delay_seconds() -> Object {
     ))
 }
 
+/// A job's own attempts.
+pub fn job_max_attempts() -> Object {
+    nullable(range(
+        limits::job::MAX_ATTEMPTS,
+        "this job's attempts (default: its queue's)",
+    ))
+}
+
+/// A job's own hard limit.
+pub fn job_timeout_ms() -> Object {
+    nullable(range(
+        limits::job::TIMEOUT_MS,
+        "this job's hard limit of a run, ms (default: its queue's)",
+    ))
+}
+
+/// A job's own soft limit.
+pub fn job_soft_timeout_ms() -> Object {
+    nullable(range(
+        limits::job::SOFT_TIMEOUT_MS,
+        "this job's soft limit of a run, ms, below its hard limit (default: its queue's)",
+    ))
+}
+
+/// A job's own first retry wait.
+pub fn job_backoff_initial_ms() -> Object {
+    nullable(range(
+        limits::job::BACKOFF_INITIAL_MS,
+        "this job's first retry wait, ms (default: its queue's)",
+    ))
+}
+
+/// A job's own longest retry wait.
+pub fn job_backoff_max_ms() -> Object {
+    nullable(range(
+        limits::job::BACKOFF_MAX_MS,
+        "this job's longest retry wait, ms, at least backoff_initial_ms (default: its queue's)",
+    ))
+}
+
 /// A job's earliest start, RFC 3339.
 pub fn run_at() -> Object {
     nullable(

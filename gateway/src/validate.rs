@@ -123,14 +123,40 @@ pub struct EnqueueBody {
     #[serde(default)]
     #[schema(schema_with = schemas::idempotency_key)]
     pub idempotency_key: Option<KeyInput>,
-    /// Called (POST, JSON) when the job completes.
-    #[serde(default)]
+    /// Called (POST, JSON) when the job completes. `callback` (seed 004's name) is accepted
+    /// as an alias.
+    #[serde(default, alias = "callback")]
     #[schema(schema_with = schemas::callback_url)]
     pub callback_url: Option<String>,
     /// Called when the job fails for good. The same rules as callback_url.
     #[serde(default)]
     #[schema(schema_with = schemas::failure_callback_url)]
     pub failure_callback_url: Option<String>,
+    /// This job's attempts before it ends `failed` (default: its queue's).
+    #[serde(default, deserialize_with = "numbers::optional")]
+    #[schema(schema_with = schemas::job_max_attempts)]
+    pub max_attempts: Option<i64>,
+    /// This job's hard limit of a run, in milliseconds (default: its queue's).
+    #[serde(default, deserialize_with = "numbers::optional")]
+    #[schema(schema_with = schemas::job_timeout_ms)]
+    pub timeout_ms: Option<i64>,
+    /// This job's soft limit of a run, in milliseconds: its handler is told then (SIGTERM,
+    /// or a deadline header) so it can stop cleanly (default: its queue's).
+    #[serde(default, deserialize_with = "numbers::optional")]
+    #[schema(schema_with = schemas::job_soft_timeout_ms)]
+    pub soft_timeout_ms: Option<i64>,
+    /// This job's first retry wait, in milliseconds (default: its queue's).
+    #[serde(default, deserialize_with = "numbers::optional")]
+    #[schema(schema_with = schemas::job_backoff_initial_ms)]
+    pub backoff_initial_ms: Option<i64>,
+    /// This job's longest retry wait, in milliseconds (default: its queue's).
+    #[serde(default, deserialize_with = "numbers::optional")]
+    #[schema(schema_with = schemas::job_backoff_max_ms)]
+    pub backoff_max_ms: Option<i64>,
+    /// With idempotency_key: when the key's job is still waiting, replace its payload with
+    /// this one (answer 200, `replaced: true`) instead of returning it unchanged.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 fn invalid(at: &str) -> impl Fn(Invalid) -> ApiError + '_ {
@@ -154,6 +180,12 @@ pub fn enqueue_request(
     let callback_url = url("callback_url", b.callback_url.as_deref()).map_err(&bad)?;
     let failure_callback_url =
         url("failure_callback_url", b.failure_callback_url.as_deref()).map_err(&bad)?;
+    let own = |r: limits::Range, v: Option<i64>| v.map(|v| r.check(v)).transpose();
+    let max_attempts = b
+        .max_attempts
+        .map(|v| limits::job::MAX_ATTEMPTS.check_i32(v))
+        .transpose()
+        .map_err(&bad)?;
     Ok(pb::EnqueueRequest {
         queue: b.queue.clone(),
         lane,
@@ -165,6 +197,13 @@ pub fn enqueue_request(
         callback_url,
         failure_callback_url,
         traceparent: traceparent.to_owned(),
+        max_attempts,
+        timeout_ms: own(limits::job::TIMEOUT_MS, b.timeout_ms).map_err(&bad)?,
+        soft_timeout_ms: own(limits::job::SOFT_TIMEOUT_MS, b.soft_timeout_ms).map_err(&bad)?,
+        backoff_initial_ms: own(limits::job::BACKOFF_INITIAL_MS, b.backoff_initial_ms)
+            .map_err(&bad)?,
+        backoff_max_ms: own(limits::job::BACKOFF_MAX_MS, b.backoff_max_ms).map_err(&bad)?,
+        replace: b.replace,
     })
 }
 

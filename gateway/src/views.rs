@@ -133,6 +133,14 @@ pub struct JobView {
     pub callback_url: Option<String>,
     /// Failure callback URL.
     pub failure_callback_url: Option<String>,
+    /// Limits given at enqueue for this job only (null: its queue's), ms.
+    pub timeout_ms: Option<i64>,
+    /// Soft limit of a run given at enqueue (null: its queue's), ms.
+    pub soft_timeout_ms: Option<i64>,
+    /// Retry backoff's first wait given at enqueue (null: its queue's), ms.
+    pub backoff_initial_ms: Option<i64>,
+    /// Retry backoff's cap given at enqueue (null: its queue's), ms.
+    pub backoff_max_ms: Option<i64>,
 }
 
 /// The list form of a job.
@@ -170,6 +178,10 @@ pub fn full(j: &pb::Job, position_in_lane: i64, stats: Option<&pb::GetStatsRespo
         idempotency_key: non_empty(&j.idempotency_key),
         callback_url: non_empty(&j.callback_url),
         failure_callback_url: non_empty(&j.failure_callback_url),
+        timeout_ms: j.timeout_ms,
+        soft_timeout_ms: j.soft_timeout_ms,
+        backoff_initial_ms: j.backoff_initial_ms,
+        backoff_max_ms: j.backoff_max_ms,
     }
 }
 
@@ -182,25 +194,26 @@ pub struct StartEstimate {
     pub estimated_start: Option<DateTime<Utc>>,
 }
 
-/// Estimates from a stats snapshot: jobs ahead = the queue's ready jobs at the snapshot
-/// (at least the jobs ahead in its lane); start = now + max(lane ahead, queue ahead per
-/// connected agent) × the queue's mean run time of the last hour, and never before
-/// `run_at`. No estimate of the start when no agent is connected or there is no run
-/// history while jobs are ahead.
+/// Estimates: jobs ahead = the job's place in its queue when the coordinator gave it (at
+/// enqueue), else the queue's ready jobs at the stats snapshot, and at least the jobs ahead
+/// in its lane; start = now + max(lane ahead, queue ahead per connected agent) × the
+/// queue's mean run time, and never before `run_at`. No estimate of the start when the
+/// queue is paused, no agent is connected, or there is no run history while jobs are ahead.
 pub fn start_estimate(
     stats: &pb::GetStatsResponse,
     queue: &str,
     position_in_lane: i64,
+    position_in_queue: Option<i64>,
     run_at: DateTime<Utc>,
 ) -> StartEstimate {
     let q = stats.queues.iter().find(|q| q.queue == queue);
     let ready = q.and_then(|q| q.counts.as_ref()).map_or(0, |c| c.ready);
     let lane_ahead = position_in_lane.max(0);
-    let ahead = ready.max(lane_ahead);
+    let ahead = position_in_queue.unwrap_or(ready).max(lane_ahead);
     let avg_ms = q.map_or(0.0, |q| q.avg_run_ms);
     let now = Utc::now();
     let agents = i64::from(stats.agents_connected);
-    let estimated_start = if agents == 0 {
+    let estimated_start = if agents == 0 || q.is_some_and(|q| q.paused) {
         None
     } else if ahead == 0 {
         Some(run_at.max(now))
@@ -235,7 +248,7 @@ fn estimated_completion(
         }
         _ => {
             let run_at = j.run_at.as_ref().and_then(time).unwrap_or_else(Utc::now);
-            let start = start_estimate(stats, &j.queue, position_in_lane, run_at);
+            let start = start_estimate(stats, &j.queue, position_in_lane, None, run_at);
             start.estimated_start.map(|s| s + run)
         }
     }
@@ -264,15 +277,15 @@ mod tests {
     #[test]
     fn estimates() {
         let now = Utc::now();
-        let e = start_estimate(&stats(0, 0.0, 1), "q", 0, now);
+        let e = start_estimate(&stats(0, 0.0, 1), "q", 0, None, now);
         assert_eq!(e.position_in_queue, Some(0));
         assert!(e.estimated_start.is_some());
         assert!(
-            start_estimate(&stats(4, 1000.0, 0), "q", 0, now)
+            start_estimate(&stats(4, 1000.0, 0), "q", 0, None, now)
                 .estimated_start
                 .is_none()
         );
-        let e = start_estimate(&stats(4, 1000.0, 2), "q", 3, now);
+        let e = start_estimate(&stats(4, 1000.0, 2), "q", 3, None, now);
         assert_eq!(e.position_in_queue, Some(4));
         let start = e.estimated_start.expect("estimate");
         // max(lane 3, 4 ready / 2 agents) = 3 runs of 1 s ahead.

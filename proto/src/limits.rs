@@ -35,6 +35,8 @@ pub const PRIORITY: Range = Range::new("priority", -1000, 1000);
 pub const DELAY_SECONDS: Range = Range::new("delay_seconds", 0, 366 * 24 * 3600);
 /// A heartbeat's progress.
 pub const PROGRESS_PERCENT: Range = Range::new("progress_percent", 0, 100);
+/// How long a WaitJob call (`GET /api/jobs/{id}?wait=`) may wait, in seconds.
+pub const WAIT_SECONDS: Range = Range::new("timeout_seconds", 0, 60);
 /// A handler's requested wait before its retry, in milliseconds: at most 30 days.
 pub const RETRY_AFTER_MS: Range = Range::new("retry_after_ms", 0, 30 * DAY_MS);
 
@@ -63,6 +65,30 @@ pub mod settings {
     pub const MAX_PENDING: Range = Range::new("max_pending", 0, 1_000_000_000_000);
     /// The most jobs of the queue running at once (0: no limit).
     pub const MAX_RUNNING: Range = Range::new("max_running", 0, 1_000_000);
+    /// A run's soft limit: the handler is told then (0: none).
+    pub const SOFT_TIMEOUT_MS: Range = Range::new("soft_timeout_ms", 0, 7 * DAY_MS);
+    /// The most jobs started per rate interval (0: no rate limit).
+    pub const RATE_LIMIT: Range = Range::new("rate_limit", 0, 100_000);
+    /// The rate limit's interval (0 with no rate limit).
+    pub const RATE_INTERVAL_MS: Range = Range::new("rate_interval_ms", 0, DAY_MS);
+    /// How long an idempotency key returns its job (0: forever).
+    pub const IDEMPOTENCY_WINDOW_S: Range = Range::new("idempotency_window_s", 0, 10 * YEAR_S);
+}
+
+/// A job's own settings at enqueue, instead of its queue's.
+pub mod job {
+    use super::{DAY_MS, Range};
+
+    /// Attempts before the job ends `failed`.
+    pub const MAX_ATTEMPTS: Range = Range::new("max_attempts", 1, 1000);
+    /// A run's hard limit.
+    pub const TIMEOUT_MS: Range = Range::new("timeout_ms", 1000, 7 * DAY_MS);
+    /// A run's soft limit (below the hard one).
+    pub const SOFT_TIMEOUT_MS: Range = Range::new("soft_timeout_ms", 1000, 7 * DAY_MS);
+    /// The first retry's wait.
+    pub const BACKOFF_INITIAL_MS: Range = Range::new("backoff_initial_ms", 0, 30 * DAY_MS);
+    /// The longest retry wait (at least backoff_initial_ms).
+    pub const BACKOFF_MAX_MS: Range = Range::new("backoff_max_ms", 0, 30 * DAY_MS);
 }
 
 /// A refused input: the field at fault and what is allowed.

@@ -39,12 +39,30 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The job's own limits (None: its queue's).
+    pub timeout_ms: Option<i64>,
+    pub soft_timeout_ms: Option<i64>,
+    pub backoff_initial_ms: Option<i64>,
+    pub backoff_max_ms: Option<i64>,
 }
 
 /// One job, or `NOT_FOUND`.
 pub async fn get(db: &PgPool, id: i64) -> Result<JobRow> {
     sqlx::query_scalar!(
         r#"SELECT transitions.view(j) AS "job!: JobRow" FROM jobs j WHERE j.id = $1"#,
+        id
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| Error::job_not_found(id))
+}
+
+/// Asks that job `id`'s finish be announced (NOTIFY `lanes_done`, see `crate::waiters`);
+/// returns its state now, or `NOT_FOUND`. Sets a flag only: the job's state is untouched.
+pub async fn watch_finish(db: &PgPool, id: i64) -> Result<JobState> {
+    sqlx::query_scalar!(
+        r#"UPDATE jobs SET notify_finish = true WHERE id = $1
+           RETURNING state AS "state: JobState""#,
         id
     )
     .fetch_optional(db)

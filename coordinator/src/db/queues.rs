@@ -47,6 +47,14 @@ pub struct QueueSettings {
     pub failure_policy: FailurePolicy,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Soft limit of one run.
+    pub soft_timeout_ms: Option<i64>,
+    /// At most this many jobs start per `rate_interval_ms`.
+    pub rate_limit: Option<i32>,
+    /// See `rate_limit`.
+    pub rate_interval_ms: Option<i64>,
+    /// How long an idempotency key returns its job (None: forever).
+    pub idempotency_window_s: Option<i64>,
 }
 
 /// A partial update: `None` keeps the current value; `Some(None)` clears a nullable limit.
@@ -74,6 +82,12 @@ pub struct SettingsPatch {
     pub paused: Option<bool>,
     /// See [`QueueSettings`].
     pub failure_policy: Option<FailurePolicy>,
+    /// See [`QueueSettings`].
+    pub soft_timeout_ms: Option<Option<i64>>,
+    /// See [`QueueSettings`]: the limit and its interval, set or cleared together.
+    pub rate: Option<Option<(i32, i64)>>,
+    /// See [`QueueSettings`].
+    pub idempotency_window_s: Option<Option<i64>>,
 }
 
 impl SettingsPatch {
@@ -112,6 +126,23 @@ impl SettingsPatch {
                 .map(|n| limit::MAX_RUNNING.check_i32(n.into()))
                 .transpose()?;
         }
+        if let Some(v) = self.soft_timeout_ms {
+            s.soft_timeout_ms = v.map(|n| limit::SOFT_TIMEOUT_MS.check(n)).transpose()?;
+        }
+        if let Some(v) = self.rate {
+            (s.rate_limit, s.rate_interval_ms) = match v {
+                Some((n, ms)) => (
+                    Some(limit::RATE_LIMIT.check_i32(n.into())?),
+                    Some(limit::RATE_INTERVAL_MS.check(ms)?),
+                ),
+                None => (None, None),
+            };
+        }
+        if let Some(v) = self.idempotency_window_s {
+            s.idempotency_window_s = v
+                .map(|n| limit::IDEMPOTENCY_WINDOW_S.check(n))
+                .transpose()?;
+        }
         s.paused = self.paused.unwrap_or(s.paused);
         s.failure_policy = self.failure_policy.unwrap_or(s.failure_policy);
         if s.backoff_max_ms < s.backoff_initial_ms {
@@ -120,6 +151,22 @@ impl SettingsPatch {
                 format!(
                     "backoff_max_ms must be ≥ backoff_initial_ms ({}) (got {})",
                     s.backoff_initial_ms, s.backoff_max_ms
+                ),
+            ));
+        }
+        if let Some(soft) = s.soft_timeout_ms.filter(|soft| *soft >= s.job_timeout_ms) {
+            // Name the field this patch changed: that is the one to correct.
+            let field = if self.soft_timeout_ms.is_some() {
+                "soft_timeout_ms"
+            } else {
+                "job_timeout_ms"
+            };
+            return Err(Invalid::new(
+                field,
+                format!(
+                    "soft_timeout_ms ({soft}) must be below job_timeout_ms ({}): the soft \
+                     limit warns the handler before the hard limit kills it",
+                    s.job_timeout_ms
                 ),
             ));
         }
@@ -146,7 +193,8 @@ pub async fn get(pool: &PgPool, name: &str) -> Result<QueueSettings> {
         r#"SELECT name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
                   job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
                   max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
-                  updated_at
+                  updated_at, soft_timeout_ms, rate_limit, rate_interval_ms,
+                  idempotency_window_s
            FROM queues WHERE name = $1"#,
         name
     )
@@ -161,7 +209,8 @@ pub async fn list(pool: &PgPool) -> Result<Vec<QueueSettings>> {
         r#"SELECT name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
                   job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
                   max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
-                  updated_at
+                  updated_at, soft_timeout_ms, rate_limit, rate_interval_ms,
+                  idempotency_window_s
            FROM queues ORDER BY name"#
     )
     .fetch_all(pool)
@@ -179,7 +228,8 @@ pub async fn update(pool: &PgPool, name: &str, p: &SettingsPatch) -> Result<Queu
         r#"SELECT name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
                   job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
                   max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
-                  updated_at
+                  updated_at, soft_timeout_ms, rate_limit, rate_interval_ms,
+                  idempotency_window_s
            FROM queues WHERE name = $1 FOR UPDATE"#,
         name
     )
@@ -191,12 +241,14 @@ pub async fn update(pool: &PgPool, name: &str, p: &SettingsPatch) -> Result<Queu
         r#"UPDATE queues SET max_attempts = $2, backoff_initial_ms = $3, backoff_max_ms = $4,
                lease_ttl_ms = $5, job_timeout_ms = $6, retention_completed_s = $7,
                retention_failed_s = $8, max_pending = $9, max_running = $10, paused = $11,
-               failure_policy = $12, updated_at = now()
+               failure_policy = $12, soft_timeout_ms = $13, rate_limit = $14,
+               rate_interval_ms = $15, idempotency_window_s = $16, updated_at = now()
            WHERE name = $1
            RETURNING name, max_attempts, backoff_initial_ms, backoff_max_ms, lease_ttl_ms,
                   job_timeout_ms, retention_completed_s, retention_failed_s, max_pending,
                   max_running, paused, failure_policy AS "failure_policy: FailurePolicy",
-                  updated_at"#,
+                  updated_at, soft_timeout_ms, rate_limit, rate_interval_ms,
+                  idempotency_window_s"#,
         name,
         s.max_attempts,
         s.backoff_initial_ms,
@@ -209,6 +261,10 @@ pub async fn update(pool: &PgPool, name: &str, p: &SettingsPatch) -> Result<Queu
         s.max_running,
         s.paused,
         s.failure_policy as FailurePolicy,
+        s.soft_timeout_ms,
+        s.rate_limit,
+        s.rate_interval_ms,
+        s.idempotency_window_s,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -235,6 +291,10 @@ mod tests {
             paused: false,
             failure_policy: FailurePolicy::Continue,
             updated_at: Utc::now(),
+            soft_timeout_ms: None,
+            rate_limit: None,
+            rate_interval_ms: None,
+            idempotency_window_s: None,
         }
     }
 

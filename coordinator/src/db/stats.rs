@@ -29,6 +29,10 @@ pub struct QueueCounts {
     pub avg_run_ms: f64,
     /// How long the job first in the ready order has waited, in milliseconds.
     pub oldest_ready_ms: i64,
+    /// The rate limit (0: none), its interval, and the jobs started in the last interval.
+    pub rate_limit: i32,
+    pub rate_interval_ms: i64,
+    pub rate_started: i32,
 }
 
 /// Per-queue counts, for every queue or one.
@@ -54,7 +58,13 @@ pub async fn by_queue(db: &PgPool, queue: Option<&str>) -> Result<Vec<QueueCount
                       (SELECT j.run_at FROM jobs j
                        WHERE j.queue = q.name AND j.state = 'pending' AND j.lane_key IS NULL
                        ORDER BY j.priority DESC, j.run_at, j.id LIMIT 1)) h)::int8
-                   AS "oldest_ready_ms!"
+                   AS "oldest_ready_ms!",
+               coalesce(q.rate_limit, 0) AS "rate_limit!",
+               coalesce(q.rate_interval_ms, 0) AS "rate_interval_ms!",
+               (SELECT count(*) FROM queue_rates r, unnest(r.starts) s
+                WHERE r.queue = q.name
+                  AND s > now() - q.rate_interval_ms * interval '1 millisecond')::int4
+                   AS "rate_started!"
            FROM queues q
            CROSS JOIN LATERAL (
                SELECT sum(scheduled)::int8 AS scheduled, sum(pending)::int8 AS pending,
@@ -84,6 +94,9 @@ pub async fn by_queue(db: &PgPool, queue: Option<&str>) -> Result<Vec<QueueCount
             active_lanes: r.active_lanes,
             avg_run_ms: r.avg_run_ms,
             oldest_ready_ms: r.oldest_ready_ms,
+            rate_limit: r.rate_limit,
+            rate_interval_ms: r.rate_interval_ms,
+            rate_started: r.rate_started,
         })
         .collect())
 }

@@ -151,7 +151,8 @@ impl Fanout {
                 .bind(asleep)
                 .execute(&mut *tx)
                 .await?;
-                if !asleep {
+                // Events written before the trigger counted the work carry no count.
+                if !asleep && ev.data.get("pending").is_none() {
                     let pending = pending_jobs(&self.pool, &queues_of(&ev)).await?;
                     if let Value::Object(m) = &mut ev.data {
                         m.insert("pending".into(), json!(pending));

@@ -43,6 +43,21 @@ fn policy(p: i32) -> Result<Option<FailurePolicy>, Error> {
     }
 }
 
+/// The rate limit of a settings request: both given (0 clears it), or neither.
+#[allow(clippy::type_complexity)]
+fn rate(limit: Option<i32>, interval_ms: Option<i64>) -> Result<Option<Option<(i32, i64)>>, Error> {
+    match (limit, interval_ms) {
+        (None, None) => Ok(None),
+        (Some(0), _) | (_, Some(0)) => Ok(Some(None)),
+        (Some(n), Some(ms)) => Ok(Some(Some((n, ms)))),
+        _ => Err(lanes_proto::limits::Invalid::new(
+            "rate_limit",
+            "rate_limit and rate_interval_ms go together: give both (0 clears the limit)",
+        )
+        .into()),
+    }
+}
+
 /// Largest page of ListDeliveries.
 const MAX_DELIVERY_PAGE: i32 = 500;
 
@@ -142,6 +157,9 @@ impl AdminService for Admin {
             max_running: r.max_running.map(|n| (n > 0).then_some(n)),
             paused: None,
             failure_policy: r.failure_policy.map(policy).transpose()?.flatten(),
+            soft_timeout_ms: r.soft_timeout_ms.map(|n| (n > 0).then_some(n)),
+            rate: rate(r.rate_limit, r.rate_interval_ms)?,
+            idempotency_window_s: r.idempotency_window_s.map(|n| (n > 0).then_some(n)),
         };
         // Negative limits are refused here; every other range is checked with the merged
         // settings (queues::update).

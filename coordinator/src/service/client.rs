@@ -53,7 +53,7 @@ impl Clients {
             (None, 0) => (None, None),
             (None, d) => (None, Some(d)),
         };
-        Ok(NewJob {
+        NewJob {
             lane: validate::optional_key("lane", &r.lane)?,
             idempotency_key: validate::optional_key("idempotency_key", &r.idempotency_key)?,
             callback_url: callback_policy::check_at_enqueue(
@@ -71,12 +71,19 @@ impl Clients {
                 None => (!r.traceparent.is_empty()).then(|| validate::tail(&r.traceparent, 128)),
             },
             tracestate: trace.and_then(|(_, ts)| (!ts.is_empty()).then(|| ts.clone())),
+            max_attempts: r.max_attempts,
+            timeout_ms: r.timeout_ms,
+            soft_timeout_ms: r.soft_timeout_ms,
+            backoff_initial_ms: r.backoff_initial_ms,
+            backoff_max_ms: r.backoff_max_ms,
+            replace: r.replace,
             queue: r.queue,
             payload,
             priority: r.priority,
             run_at,
             delay_s,
-        })
+        }
+        .checked()
     }
 
     /// Enqueues in one transaction, then asks for agents to be woken for the new ready work.
@@ -125,7 +132,9 @@ impl Clients {
             .into_iter()
             .map(|e| pb::EnqueueResponse {
                 created: e.created,
+                replaced: e.replaced,
                 position_in_lane: e.position_in_lane,
+                position_in_queue: e.position_in_queue,
                 job: Some(convert::job(e.job)),
             })
             .collect())
@@ -199,6 +208,31 @@ impl ClientService for Clients {
             job: Some(convert::job(job)),
             position_in_lane,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(job.id = req.get_ref().id))]
+    async fn wait_job(
+        &self,
+        req: Request<pb::WaitJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let r = req.into_inner();
+        let secs = limits::WAIT_SECONDS
+            .check(r.timeout_seconds.into())
+            .map_err(Error::from)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs as u64);
+        let watch = self.ctx.waker.waiters.watch(r.id);
+        // Flag first, then read: a finish after the flag notifies, one before it is read.
+        let mut state = jobs::watch_finish(&self.ctx.pool, r.id).await?;
+        while !state.is_finished() {
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            state = jobs::get(&self.ctx.pool, r.id).await?.state;
+        }
+        drop(watch);
+        self.get_job(Request::new(pb::GetJobRequest { id: r.id }))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -299,6 +333,9 @@ impl ClientService for Clients {
                     active_lanes: c.active_lanes,
                     avg_run_ms: c.avg_run_ms,
                     oldest_ready_ms: c.oldest_ready_ms,
+                    rate_limit: c.rate_limit,
+                    rate_interval_ms: c.rate_interval_ms,
+                    rate_started: c.rate_started,
                 }
             })
             .collect();

@@ -71,6 +71,10 @@ pub fn job(j: JobRow) -> pb::Job {
         callback_url: j.callback_url.unwrap_or_default(),
         failure_callback_url: j.failure_callback_url.unwrap_or_default(),
         traceparent: j.traceparent.unwrap_or_default(),
+        timeout_ms: j.timeout_ms,
+        soft_timeout_ms: j.soft_timeout_ms,
+        backoff_initial_ms: j.backoff_initial_ms,
+        backoff_max_ms: j.backoff_max_ms,
     }
 }
 
@@ -89,6 +93,10 @@ pub fn leased(l: Leased) -> pb::LeasedJob {
         traceparent: l.traceparent.unwrap_or_default(),
         lease_ttl_ms: l.lease_ttl_ms,
         tracestate: l.tracestate.unwrap_or_default(),
+        soft_deadline: l
+            .soft_timeout_ms
+            .filter(|soft| *soft < l.job_timeout_ms)
+            .map(|soft| ts(l.started_at + Duration::milliseconds(soft))),
     }
 }
 
@@ -112,6 +120,10 @@ pub fn settings(s: QueueSettings) -> pb::QueueSettings {
         paused: s.paused,
         failure_policy: policy as i32,
         updated_at: Some(ts(s.updated_at)),
+        soft_timeout_ms: s.soft_timeout_ms.unwrap_or(0),
+        rate_limit: s.rate_limit.unwrap_or(0),
+        rate_interval_ms: s.rate_interval_ms.unwrap_or(0),
+        idempotency_window_s: s.idempotency_window_s.unwrap_or(0),
     }
 }
 

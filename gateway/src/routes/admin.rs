@@ -130,6 +130,15 @@ pub struct Settings {
     pub paused: bool,
     /// `continue` (the next job of a lane proceeds after a failure) or `block`.
     pub failure_policy: String,
+    /// Soft limit of one run, ms (0 = none): the handler is told (SIGTERM or a deadline
+    /// header) so it can stop cleanly before `job_timeout_ms` kills it.
+    pub soft_timeout_ms: i64,
+    /// At most this many jobs start per `rate_interval_ms`, across every replica (0 = no limit).
+    pub rate_limit: i32,
+    /// The rate limit's interval, ms.
+    pub rate_interval_ms: i64,
+    /// An idempotency key returns its job for this long after enqueue (0 = forever).
+    pub idempotency_window_s: i64,
     /// Last change.
     pub updated_at: Option<String>,
 }
@@ -152,6 +161,10 @@ fn settings(s: pb::QueueSettings) -> Settings {
         max_running: s.max_running,
         paused: s.paused,
         failure_policy: policy.into(),
+        soft_timeout_ms: s.soft_timeout_ms,
+        rate_limit: s.rate_limit,
+        rate_interval_ms: s.rate_interval_ms,
+        idempotency_window_s: s.idempotency_window_s,
         updated_at: s.updated_at.as_ref().and_then(views::time).map(views::iso),
     }
 }
@@ -257,6 +270,22 @@ pub struct SettingsPatch {
     #[serde(default)]
     #[schema(schema_with = schemas::failure_policy)]
     pub failure_policy: Option<String>,
+    /// Soft limit of one run, ms (0 clears it).
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = soft_timeout_ms)]
+    pub soft_timeout_ms: Option<i64>,
+    /// Jobs started per interval (0 clears the limit); give it with `rate_interval_ms`.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = rate_limit)]
+    pub rate_limit: Option<i64>,
+    /// The rate limit's interval, ms.
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = rate_interval_ms)]
+    pub rate_interval_ms: Option<i64>,
+    /// How long an idempotency key holds, s (0 = forever).
+    #[serde(default, deserialize_with = "crate::numbers::optional")]
+    #[schema(schema_with = idempotency_window_s)]
+    pub idempotency_window_s: Option<i64>,
 }
 
 macro_rules! setting_schemas {
@@ -277,6 +306,10 @@ setting_schemas! {
     retention_failed_s => ranges::RETENTION_FAILED_S,
     max_pending => ranges::MAX_PENDING,
     max_running => ranges::MAX_RUNNING,
+    soft_timeout_ms => ranges::SOFT_TIMEOUT_MS,
+    rate_limit => ranges::RATE_LIMIT,
+    rate_interval_ms => ranges::RATE_INTERVAL_MS,
+    idempotency_window_s => ranges::IDEMPOTENCY_WINDOW_S,
 }
 
 /// Checks a patch against the shared ranges and builds the request (the coordinator checks
@@ -311,6 +344,10 @@ pub fn settings_request(
         max_pending: check(p.max_pending, ranges::MAX_PENDING)?,
         max_running: check32(p.max_running, ranges::MAX_RUNNING)?,
         failure_policy,
+        soft_timeout_ms: check(p.soft_timeout_ms, ranges::SOFT_TIMEOUT_MS)?,
+        rate_limit: check32(p.rate_limit, ranges::RATE_LIMIT)?,
+        rate_interval_ms: check(p.rate_interval_ms, ranges::RATE_INTERVAL_MS)?,
+        idempotency_window_s: check(p.idempotency_window_s, ranges::IDEMPOTENCY_WINDOW_S)?,
     })
 }
 impl JsonInput for SettingsPatch {}

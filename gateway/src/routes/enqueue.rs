@@ -1,6 +1,7 @@
 //! POST /api/jobs and /api/jobs/batch: validate, one Enqueue(Batch) RPC, answer 202 for a
-//! new job and 200 for an idempotent repeat. `position_in_queue` and `estimated_start` come
-//! from the stats cache (at most --stats-cache-ms old), never from a per-enqueue GetStats.
+//! new job and 200 for an idempotent repeat. `position_in_queue` comes from the coordinator
+//! (its counters at enqueue); `estimated_start` also uses the stats cache (at most
+//! --stats-cache-ms old), never a per-enqueue GetStats.
 
 use crate::auth::CanEnqueue;
 use crate::body::{JsonBody, JsonInput};
@@ -62,17 +63,19 @@ pub struct Enqueued {
     pub status: String,
     /// False when an existing job was returned for the idempotency key.
     pub created: bool,
+    /// True when that existing job's payload was replaced (`replace`).
+    pub replaced: bool,
     /// Queue name.
     pub queue: String,
     /// Lane key, null for unkeyed jobs.
     pub lane: Option<String>,
     /// Jobs of its lane ahead of it (0 = next); null for unkeyed or started jobs.
     pub position_in_lane: Option<i64>,
-    /// Estimate: ready jobs of the queue ahead of it at the last stats snapshot (at most
-    /// --stats-cache-ms old), at least position_in_lane.
+    /// Jobs of the queue waiting or running before it when it was enqueued (a batch's jobs
+    /// count the ones before them), at least position_in_lane; null for a job not waiting.
     pub position_in_queue: Option<i64>,
     /// Estimate (ISO 8601) from the queue's mean run time and connected agents; null
-    /// when unknown (no agent connected, or no run history with jobs ahead).
+    /// when unknown (queue paused, no agent connected, or no run history with jobs ahead).
     pub estimated_start: Option<String>,
 }
 
@@ -195,9 +198,13 @@ fn enqueued(
                 .as_ref()
                 .and_then(views::time)
                 .unwrap_or_else(chrono::Utc::now);
-            views::start_estimate(s, &job.queue, r.position_in_lane, run_at)
+            let in_queue = (r.position_in_queue >= 0).then_some(r.position_in_queue);
+            views::start_estimate(s, &job.queue, r.position_in_lane, in_queue, run_at)
         }
-        _ => StartEstimate::default(),
+        _ => StartEstimate {
+            position_in_queue: (pending && r.position_in_queue >= 0).then_some(r.position_in_queue),
+            estimated_start: None,
+        },
     };
     Ok(Enqueued {
         success: true,
@@ -205,6 +212,7 @@ fn enqueued(
         task_id: job.id,
         status: views::status_name(job.state).to_owned(),
         created: r.created,
+        replaced: r.replaced,
         queue: job.queue.clone(),
         lane: (!job.lane.is_empty()).then(|| job.lane.clone()),
         position_in_lane: (r.position_in_lane >= 0).then_some(r.position_in_lane),

@@ -52,16 +52,40 @@ fn job_of(job: Option<pb::Job>) -> Result<pb::Job, ApiError> {
     job.ok_or_else(|| ApiError::internal("the coordinator returned no job"))
 }
 
-/// A job's status, progress, timestamps, result and error.
+/// The query of `GET /api/jobs/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// Wait up to this many seconds (0-60) for the job to finish (completed, failed or
+    /// cancelled) before answering; the answer comes as soon as it finishes. 0 or absent:
+    /// answer at once.
+    #[param(value_type = Option<i32>, minimum = 0, maximum = 60)]
+    pub wait: Option<String>,
+}
+
+/// A job's status, progress, timestamps, result and error; with `wait`, once it is
+/// finished (or the wait is over).
 #[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", security(("api_key" = [])),
-    params(JobId),
+    params(JobId, WaitParams),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
 pub async fn get_job(
     _: CanRead,
     State(st): State<AppState>,
     Segment(id): Segment,
+    q: Result<Query<WaitParams>, QueryRejection>,
 ) -> Result<Json<JobView>, ApiError> {
-    let r = fetch(&st, job_id(&id)?).await?;
+    let Query(q) = q.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let (id, wait) = (job_id(&id)?, params::wait(q.wait.as_deref())?);
+    let r = if wait > 0 {
+        let mut req = tonic::Request::new(pb::WaitJobRequest {
+            id,
+            timeout_seconds: wait,
+        });
+        req.set_timeout(std::time::Duration::from_secs(wait as u64) + st.coord.rpc_timeout);
+        st.coord.waiting.clone().wait_job(req).await?.into_inner()
+    } else {
+        fetch(&st, id).await?
+    };
     let pos = r.position_in_lane;
     let job = job_of(r.job)?;
     let stats = st.stats.get(&st.coord).await;

@@ -86,8 +86,14 @@ pub struct QueueDetail {
     pub active_lanes: i64,
     /// Mean run time of jobs completed in the last hour, ms.
     pub avg_run_ms: f64,
-    /// How long the oldest ready job has waited, ms.
+    /// How long the job first in line has waited, ms.
     pub oldest_ready_ms: i64,
+    /// Rate limit: at most this many starts per `rate_interval_ms` (0 = none).
+    pub rate_limit: i32,
+    /// The rate limit's interval, ms.
+    pub rate_interval_ms: i64,
+    /// Jobs started in the last `rate_interval_ms` (0 without a rate limit).
+    pub rate_started: i32,
 }
 
 /// Optional restriction of the stats to one queue.
@@ -124,6 +130,9 @@ fn detail(q: &pb::QueueStats) -> QueueDetail {
         active_lanes: q.active_lanes,
         avg_run_ms: q.avg_run_ms,
         oldest_ready_ms: q.oldest_ready_ms,
+        rate_limit: q.rate_limit,
+        rate_interval_ms: q.rate_interval_ms,
+        rate_started: q.rate_started,
     }
 }
 
@@ -199,11 +208,13 @@ impl JsonInput for WakeBody {
 /// The answer to wake-worker (seed 000's shape).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WakeReply {
-    /// Always `success` (errors use the error shape).
+    /// `success`, or `no_worker` when no agent serves the queue (errors use the error shape).
+    #[schema(example = "success")]
     pub status: String,
-    /// What happened, e.g. "2 workers woken" or "no jobs to process".
+    /// What happened, e.g. "2 workers woken", "no jobs to process" or "no worker serves
+    /// queue invoice_import: start an agent".
     pub message: String,
-    /// Jobs ready to run now (counted up to 10,000).
+    /// Jobs ready to run now.
     pub pending_jobs: i64,
     /// Agents woken by this call.
     pub workers_woken: i32,
@@ -241,16 +252,30 @@ pub async fn wake_worker(
         counts_only(&st, &queue).await?
     } else {
         let req = pb::WakeRequest {
-            queue,
+            queue: queue.clone(),
             max_agents: cap,
             requested_by,
         };
         st.coord.client.clone().wake(req).await?.into_inner()
     };
     metrics::counter!(crate::metrics::WOKEN).increment(r.agents_woken as u64);
+    // Work waits and no agent serves the queue at all: nothing can be woken (seed 000's n8n
+    // flow then starts a worker itself). An empty queue is "no jobs to process" first, as
+    // seed 000 checks the queue before the workers.
+    let no_worker = r.agents_connected == 0 && r.ready_jobs > 0;
+    let message = if no_worker {
+        let which = if queue.is_empty() {
+            "any queue".to_owned()
+        } else {
+            format!("queue {queue}")
+        };
+        format!("no worker serves {which}: start an agent")
+    } else {
+        message(&r, cap)
+    };
     Ok(Json(WakeReply {
-        status: "success".into(),
-        message: message(&r, cap),
+        status: if no_worker { "no_worker" } else { "success" }.into(),
+        message,
         pending_jobs: r.ready_jobs,
         workers_woken: r.agents_woken,
         agents_connected: r.agents_connected,

@@ -25,6 +25,7 @@ BEGIN
         UPDATE jobs SET state = 'cancelled', finished_at = coalesce(finished_at, now()),
             lease_expires_at = NULL
         WHERE id = p_id RETURNING * INTO j;
+        PERFORM transitions.finished(j);
         PERFORM transitions.count(j.queue, p_cancelled => 1,
             p_scheduled => -(v_was = 'scheduled')::int, p_pending => -(v_was = 'pending')::int,
             p_failed => -(v_was = 'failed')::int,

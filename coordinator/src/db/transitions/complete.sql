@@ -52,6 +52,7 @@ BEGIN
     IF o_job.callback_url IS NOT NULL THEN
         PERFORM transitions.outbox_completed(o_job);
     END IF;
+    PERFORM transitions.finished(o_job);
     o_run_ms := extract(epoch FROM o_job.finished_at - o_job.started_at) * 1000;
     o_outcome := 'done';
 END

@@ -24,6 +24,54 @@ pub struct NewJob {
     pub failure_callback_url: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
+    /// The job's own settings (None: its queue's), already checked.
+    pub max_attempts: Option<i32>,
+    pub timeout_ms: Option<i64>,
+    pub soft_timeout_ms: Option<i64>,
+    pub backoff_initial_ms: Option<i64>,
+    pub backoff_max_ms: Option<i64>,
+    /// A repeat of a waiting job's idempotency key replaces its payload.
+    pub replace: bool,
+}
+
+impl NewJob {
+    /// The job with its own settings checked against their ranges and each other (a soft
+    /// limit below the hard one, a backoff cap at least its first wait, when both are given).
+    pub fn checked(self) -> Result<Self> {
+        use lanes_proto::limits::{Invalid, job as limit};
+        if let Some(n) = self.max_attempts {
+            limit::MAX_ATTEMPTS.check(n.into())?;
+        }
+        for (range, v) in [
+            (limit::TIMEOUT_MS, self.timeout_ms),
+            (limit::SOFT_TIMEOUT_MS, self.soft_timeout_ms),
+            (limit::BACKOFF_INITIAL_MS, self.backoff_initial_ms),
+            (limit::BACKOFF_MAX_MS, self.backoff_max_ms),
+        ] {
+            if let Some(v) = v {
+                range.check(v)?;
+            }
+        }
+        if let (Some(soft), Some(hard)) = (self.soft_timeout_ms, self.timeout_ms)
+            && soft >= hard
+        {
+            return Err(Invalid::new(
+                "soft_timeout_ms",
+                format!("soft_timeout_ms must be below timeout_ms ({hard}) (got {soft})"),
+            )
+            .into());
+        }
+        if let (Some(first), Some(cap)) = (self.backoff_initial_ms, self.backoff_max_ms)
+            && cap < first
+        {
+            return Err(Invalid::new(
+                "backoff_max_ms",
+                format!("backoff_max_ms must be ≥ backoff_initial_ms ({first}) (got {cap})"),
+            )
+            .into());
+        }
+        Ok(self)
+    }
 }
 
 /// The outcome of enqueueing one job.
@@ -33,8 +81,12 @@ pub struct Enqueued {
     pub job: JobRow,
     /// False when an existing job was returned.
     pub created: bool,
+    /// True when an existing waiting job's payload was replaced.
+    pub replaced: bool,
     /// Unfinished jobs of the lane ahead of this one; -1 for unkeyed jobs.
     pub position_in_lane: i64,
+    /// Waiting or running jobs of the queue before this one; -1 for an existing job.
+    pub position_in_queue: i64,
     /// This enqueue made a job leasable right now (wake an agent).
     pub ready_now: bool,
 }
@@ -44,9 +96,12 @@ pub struct Enqueued {
 pub async fn enqueue(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
     let col = |f: fn(&NewJob) -> Option<&str>| jobs.iter().map(f).collect::<Vec<_>>();
     let rows = sqlx::query!(
-        r#"SELECT o_created AS "created!", o_position_in_lane AS "position_in_lane!",
-                  o_ready AS "ready_now!", o_job AS "job!: JobRow"
-           FROM transitions.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
+        r#"SELECT o_created AS "created!", o_replaced AS "replaced!",
+                  o_position_in_lane AS "position_in_lane!",
+                  o_position_in_queue AS "position_in_queue!", o_ready AS "ready_now!",
+                  o_job AS "job!: JobRow"
+           FROM transitions.enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                    $14, $15, $16, $17)"#,
         &jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>() as &[&str],
         &col(|j| j.lane.as_deref()) as &[Option<&str>],
         &jobs.iter().map(|j| j.payload.as_str()).collect::<Vec<_>>() as &[&str],
@@ -58,6 +113,15 @@ pub async fn enqueue(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
         &col(|j| j.failure_callback_url.as_deref()) as &[Option<&str>],
         &col(|j| j.traceparent.as_deref()) as &[Option<&str>],
         &col(|j| j.tracestate.as_deref()) as &[Option<&str>],
+        &jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>() as &[Option<i32>],
+        &jobs.iter().map(|j| j.timeout_ms).collect::<Vec<_>>() as &[Option<i64>],
+        &jobs.iter().map(|j| j.soft_timeout_ms).collect::<Vec<_>>() as &[Option<i64>],
+        &jobs
+            .iter()
+            .map(|j| j.backoff_initial_ms)
+            .collect::<Vec<_>>() as &[Option<i64>],
+        &jobs.iter().map(|j| j.backoff_max_ms).collect::<Vec<_>>() as &[Option<i64>],
+        &jobs.iter().map(|j| j.replace).collect::<Vec<_>>(),
     )
     .fetch_all(db)
     .await
@@ -67,7 +131,9 @@ pub async fn enqueue(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
         .map(|r| Enqueued {
             job: r.job,
             created: r.created,
+            replaced: r.replaced,
             position_in_lane: r.position_in_lane,
+            position_in_queue: r.position_in_queue,
             ready_now: r.ready_now,
         })
         .collect())

@@ -27,13 +27,23 @@ $fn$;
 
 -- agent.awake / agent.asleep, written by the very statement that flips `agents.asleep`
 -- (a Lease that found nothing, a wake claim, a job leased), so none is lost or invented.
+-- An awake event carries the unfinished jobs of the agent's queues at that instant (the work
+-- it woke for, its own job included): counted later, at fan-out, they may all be done.
 CREATE FUNCTION transitions.agent_event() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_data jsonb := jsonb_build_object('queues', to_jsonb(NEW.queues),
+                                       'coordinator_id', NEW.coordinator_id);
+    v_pending bigint;
 BEGIN
+    IF NOT NEW.asleep THEN
+        SELECT COALESCE(sum(c.pending + c.running), 0) INTO v_pending
+          FROM queue_counts c WHERE c.queue = ANY (NEW.queues);
+        v_data := v_data || jsonb_build_object('pending', v_pending);
+    END IF;
     INSERT INTO events (event_type, agent_id, data)
     VALUES (CASE WHEN NEW.asleep THEN 'agent.asleep' ELSE 'agent.awake' END, NEW.agent_id,
-            jsonb_build_object('queues', to_jsonb(NEW.queues),
-                               'coordinator_id', NEW.coordinator_id));
+            v_data);
     RETURN NULL;
 END
 $fn$;

@@ -50,7 +50,7 @@ BEGIN
         WHEN p_end IN ('retryable', 'expired') AND j.attempt < j.max_attempts THEN 'pending'
         ELSE 'failed' END::job_state;
     IF o_state = 'pending' AND p_end <> 'released' THEN
-        v_run_at := now() + transitions.backoff(q, j.attempt, p_retry_after_ms);
+        v_run_at := now() + transitions.backoff(j, q, p_retry_after_ms);
         IF j.lane_key IS NULL AND v_run_at > now() THEN
             o_state := 'scheduled';
         END IF;
@@ -79,6 +79,7 @@ BEGIN
     UPDATE jobs SET state = o_state, finished_at = now(), lease_expires_at = NULL,
         last_error = coalesce(v_error, last_error)
     WHERE id = p_id RETURNING * INTO j;
+    PERFORM transitions.finished(j);
     IF o_state = 'failed' THEN
         PERFORM transitions.outbox_failed(j);
         PERFORM transitions.event_failed(j, j.lane_key IS NOT NULL AND q.failure_policy = 'block');
@@ -102,15 +103,19 @@ END
 $fn$;
 
 -- The wait before the next attempt: p_retry_after_ms when the handler asked for one, else
--- initial x 2^(attempt-1) with +-20 % jitter; capped at the queue's backoff_max_ms either way.
-CREATE FUNCTION transitions.backoff(q queues, p_attempt int, p_retry_after_ms bigint)
+-- initial x 2^(attempt-1) with +-20 % jitter; capped either way. The job's own backoff, else
+-- its queue's.
+CREATE FUNCTION transitions.backoff(j jobs, q queues, p_retry_after_ms bigint)
 RETURNS interval LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_initial bigint := coalesce(j.backoff_initial_ms, q.backoff_initial_ms);
+    v_max bigint := greatest(coalesce(j.backoff_max_ms, q.backoff_max_ms), v_initial);
 BEGIN
     RETURN least(
         CASE WHEN p_retry_after_ms IS NOT NULL THEN greatest(p_retry_after_ms, 0)::float8
-             ELSE q.backoff_initial_ms * power(2::float8, least(greatest(p_attempt - 1, 0), 30))
+             ELSE v_initial * power(2::float8, least(greatest(j.attempt - 1, 0), 30))
                   * (0.8 + 0.4 * random()) END,
-        q.backoff_max_ms::float8) * interval '1 millisecond';
+        v_max::float8) * interval '1 millisecond';
 END
 $fn$;
 

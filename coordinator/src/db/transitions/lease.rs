@@ -28,8 +28,10 @@ pub struct Leased {
     pub tracestate: Option<String>,
     /// The lease's length without a heartbeat.
     pub lease_ttl_ms: i64,
-    /// The run's hard limit.
+    /// The run's hard limit (the job's own, else its queue's).
     pub job_timeout_ms: i64,
+    /// The run's soft limit, if any.
+    pub soft_timeout_ms: Option<i64>,
 }
 
 /// Who asks for a lease: an agent, the queues it serves, and its id for this request.

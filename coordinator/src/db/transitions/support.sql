@@ -48,6 +48,17 @@ BEGIN
 END
 $fn$;
 
+-- Job j just finished (completed, failed, cancelled): a client waiting for it
+-- (ClientService.WaitJob set notify_finish) is told, through every coordinator.
+CREATE FUNCTION transitions.finished(j jobs) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF j.notify_finish THEN
+        PERFORM pg_notify('lanes_done', j.id::text);
+    END IF;
+END
+$fn$;
+
 -- Raised when a lane row and its jobs disagree: a bug, never papered over (a transition
 -- that finds one rolls back whole). transitions.repair() recomputes the lane from its jobs.
 CREATE FUNCTION transitions.drift(p_queue text, p_lane text, p_what text)
@@ -178,15 +189,17 @@ LANGUAGE sql IMMUTABLE AS $fn$
                j.failure_callback_url, j.traceparent, j.tracestate, j.lease_token,
                j.lease_expires_at, j.agent_id, j.cancel_requested, j.progress_percent,
                j.progress_message, j.result::text, j.last_error, j.created_at, j.started_at,
-               j.finished_at)::job_view
+               j.finished_at, j.timeout_ms, j.soft_timeout_ms, j.backoff_initial_ms,
+               j.backoff_max_ms)::job_view
 $fn$;
 
--- A leased job as its agent gets it.
+-- A leased job as its agent gets it: its own limits, else its queue's.
 CREATE FUNCTION transitions.leased(j jobs, q queues) RETURNS leased_job
 LANGUAGE sql IMMUTABLE AS $fn$
     SELECT ROW(j.id, j.queue, j.lane_key, j.payload::text, j.attempt, j.max_attempts,
                j.lease_token, j.lease_expires_at, j.started_at, j.run_at, j.traceparent,
-               j.tracestate, q.lease_ttl_ms, q.job_timeout_ms)::leased_job
+               j.tracestate, q.lease_ttl_ms, coalesce(j.timeout_ms, q.job_timeout_ms),
+               coalesce(j.soft_timeout_ms, q.soft_timeout_ms))::leased_job
 $fn$;
 
 -- Marks pending job p_id running for p_agent with a new fencing token. The caller holds
@@ -211,22 +224,49 @@ BEGIN
 END
 $fn$;
 
--- Whether queue q may start one more job now: not paused, and under its max_running. A
--- capped queue's row stays locked until commit, so its leases are counted one at a time
--- (NO KEY UPDATE: enqueues' foreign-key checks still pass).
+-- Whether queue q may start one more job now: not paused, under its max_running, and under
+-- its rate limit. A capped or rate-limited queue's row stays locked until commit, so its
+-- leases are counted one at a time across replicas (NO KEY UPDATE: enqueues' foreign-key
+-- checks still pass). A lease made after it must call started().
 CREATE FUNCTION transitions.has_room(q queues) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_running bigint;
+    v_starts timestamptz[];
 BEGIN
     IF q.paused THEN
         RETURN false;
-    ELSIF q.max_running IS NULL THEN
+    ELSIF q.max_running IS NULL AND q.rate_limit IS NULL THEN
         RETURN true;
     END IF;
     PERFORM 1 FROM queues WHERE name = q.name FOR NO KEY UPDATE;
-    SELECT sum(running) INTO v_running FROM queue_counts WHERE queue = q.name;
-    RETURN v_running < q.max_running;
+    IF q.max_running IS NOT NULL THEN
+        SELECT sum(running) INTO v_running FROM queue_counts WHERE queue = q.name;
+        IF v_running >= q.max_running THEN
+            RETURN false;
+        END IF;
+    END IF;
+    IF q.rate_limit IS NOT NULL THEN
+        SELECT starts INTO v_starts FROM queue_rates WHERE queue = q.name;
+        RETURN coalesce(cardinality(v_starts), 0) < q.rate_limit
+            OR v_starts[cardinality(v_starts) - q.rate_limit + 1]
+               <= now() - q.rate_interval_ms * interval '1 millisecond';
+    END IF;
+    RETURN true;
+END
+$fn$;
+
+-- A job of queue q just started (after has_room): a rate-limited queue remembers when, its
+-- latest rate_limit starts kept.
+CREATE FUNCTION transitions.started(q queues) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF q.rate_limit IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO queue_rates AS r (queue, starts) VALUES (q.name, ARRAY[now()])
+    ON CONFLICT (queue) DO UPDATE SET starts = (r.starts || now())[
+        greatest(1, cardinality(r.starts) + 2 - q.rate_limit):];
 END
 $fn$;
 
@@ -292,6 +332,7 @@ BEGIN
             ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED;
         END IF;
         IF v_id IS NOT NULL THEN
+            PERFORM transitions.started(q);
             RETURN transitions.grant(v_id, p_agent, p_request, q);
         END IF;
     END LOOP;
