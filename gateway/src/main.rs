@@ -20,6 +20,7 @@ mod trace;
 mod validate;
 mod views;
 
+use axum::serve::ListenerExt as _;
 use clap::Parser as _;
 
 #[tokio::main]
@@ -45,6 +46,12 @@ async fn run(cli: config::Cli) -> anyhow::Result<()> {
     let app = routes::router(state)?;
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, coordinator = %cli.coordinator, "gateway listening");
+    // Small JSON answers: Nagle's algorithm would hold them back waiting for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;

@@ -105,6 +105,9 @@ pub async fn claim(
 ) -> Result<Vec<Claimed>> {
     // Longest-asleep first; SKIP LOCKED so concurrent wakes claim different agents. A paused
     // queue has no ready work, so a wake for it (an enqueue while paused) claims nobody.
+    // The claim is on the pickup path and need not survive a crash (agents register again
+    // and the safety tick re-wakes), so its commit does not wait for the WAL flush: the
+    // transaction-local setting holds until this statement's own commit.
     Ok(sqlx::query_as!(
         Claimed,
         "UPDATE agents a SET asleep = false, asleep_since = NULL
@@ -114,6 +117,7 @@ pub async fn claim(
                  AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = $1 AND q.paused)
                ORDER BY asleep_since LIMIT $2 FOR UPDATE SKIP LOCKED) c
          WHERE a.agent_id = c.agent_id
+           AND set_config('synchronous_commit', 'off', true) = 'off'
          RETURNING a.agent_id, a.coordinator_id",
         queue,
         n,
