@@ -7,7 +7,7 @@ Run by helm/check.sh inside its virtualenv:
     python3 helm/check_chart.py OUT_DIR
 
 Per case (a set of values) it writes OUT_DIR/<case>.yaml with every manifest of a Kubernetes
-kind; custom resources (ServiceMonitor, ScaledObject) are not in Kubernetes' schemas, so they
+kind; custom resources (ServiceMonitor, ScaledObject, TriggerAuthentication) are not in Kubernetes' schemas, so they
 are validated here against the small schemas below and listed as such. Exits non-zero on the
 first failing case, after printing what failed.
 """
@@ -59,6 +59,8 @@ CASES: dict[str, dict | None] = {
         "migrate": {"enabled": False},
         "serviceAccount": {"create": False},
     },
+    # KEDA without coordinator TLS: the trigger speaks plaintext, with no TriggerAuthentication.
+    "keda-plaintext": {"keda": {"enabled": True}},
 }
 # Values the chart must refuse, and the words its error must contain.
 REFUSED: dict[str, tuple[dict, str]] = {
@@ -199,6 +201,46 @@ CRD_SCHEMAS = {
                                     },
                                     "additionalProperties": {"type": "string"},
                                 },
+                                "authenticationRef": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                    "properties": {
+                                        "name": {"type": "string", "minLength": 1},
+                                        "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]},
+                                    },
+                                    "additionalProperties": False,
+                                },
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                },
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "kind": {"const": "TriggerAuthentication"},
+            "metadata": METADATA,
+            "spec": {
+                "type": "object",
+                "required": ["secretTargetRef"],
+                "properties": {
+                    "secretTargetRef": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["parameter", "name", "key"],
+                            "properties": {
+                                "parameter": {"type": "string", "minLength": 1},
+                                "name": {"type": "string", "minLength": 1},
+                                "key": {"type": "string", "minLength": 1},
                             },
                             "additionalProperties": False,
                         },
@@ -344,6 +386,20 @@ def promises(case: str, docs: list[dict], values: dict) -> None:
         check(trig["type"] == "external", "KEDA trigger type external")
         check(trig["metadata"]["scalerAddress"].endswith(f"-coordinator.{NAMESPACE}.svc:{values['coordinator']['port']}"),
               "scalerAddress is the coordinator Service")
+        # KEDA must speak TLS to a TLS coordinator: the CA comes from a TriggerAuthentication
+        # (`caCert` is an authentication parameter; metadata would reach the scaler).
+        auths = by_kind(docs, "TriggerAuthentication")
+        if values["coordinator"]["tls"]["enabled"]:
+            check(len(auths) == 1, "TriggerAuthentication for the scaler's TLS")
+            check(trig.get("authenticationRef", {}).get("name") == auths[0]["metadata"]["name"],
+                  "the trigger uses the TriggerAuthentication")
+            check(auths[0]["spec"]["secretTargetRef"] == [{
+                "parameter": "caCert", "name": values["coordinator"]["tls"]["secretName"], "key": "ca.crt"}],
+                "caCert from the coordinator's TLS Secret")
+        else:
+            check(not auths and "authenticationRef" not in trig, "no scaler TLS without coordinator TLS")
+        check(set(trig["metadata"]) == {"scalerAddress", "queues", "targetJobsPerAgent"},
+              "trigger metadata holds only what the scaler accepts")
     else:
         check(agent["spec"]["replicas"] == a["replicas"], "agent replicas")
         check(not scaled, "no ScaledObject when KEDA is off")

@@ -111,6 +111,21 @@ async fn agent_wakes_for_work_and_sleeps_when_drained() -> anyhow::Result<()> {
     let kinds: Vec<&str> = evs.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(kinds, ["agent.asleep", "agent.awake", "agent.asleep"]);
     let awake = &evs[1];
+    // One replica name for the agent, in its events and in ListAgents.
+    let listed = s
+        .admin
+        .clone()
+        .list_agents(pb::ListAgentsRequest {})
+        .await?;
+    let listed = listed.into_inner().agents;
+    let agent = listed
+        .iter()
+        .find(|a| a.agent_id == "worker-2")
+        .context("worker-2 listed")?;
+    assert!(!agent.coordinator_id.is_empty(), "{agent:?}");
+    for e in &evs {
+        assert_eq!(e["data"]["coordinator_id"], agent.coordinator_id, "{e}");
+    }
     let pending = awake["data"]["pending"].as_i64().context("pending")?;
     assert!((1..=5).contains(&pending), "{awake}");
     assert_eq!(

@@ -456,6 +456,41 @@ async fn openapi_and_metrics() -> anyhow::Result<()> {
     }
     assert!(doc.body["components"]["securitySchemes"]["api_key"].is_object());
     assert!(doc.body["components"]["schemas"]["EnqueueBody"].is_object());
+    // Issue 14's inputs are documented: the wait of GET /api/jobs/{id}, the job's own limits
+    // and `replace` at enqueue, the new queue settings.
+    let params = doc.body["paths"]["/api/jobs/{id}"]["get"]["parameters"]
+        .as_array()
+        .context("parameters")?;
+    let wait = params
+        .iter()
+        .find(|p| p["name"] == "wait")
+        .context("GET /api/jobs/{id} documents ?wait=")?;
+    assert_eq!(wait["in"], "query", "{wait}");
+    let schemas = &doc.body["components"]["schemas"];
+    for field in [
+        "max_attempts",
+        "timeout_ms",
+        "soft_timeout_ms",
+        "backoff_initial_ms",
+        "backoff_max_ms",
+        "replace",
+    ] {
+        assert!(
+            schemas["EnqueueBody"]["properties"][field].is_object(),
+            "EnqueueBody lacks {field}"
+        );
+    }
+    for field in [
+        "soft_timeout_ms",
+        "rate_limit",
+        "rate_interval_ms",
+        "idempotency_window_s",
+    ] {
+        assert!(
+            schemas["SettingsPatch"]["properties"][field].is_object(),
+            "SettingsPatch lacks {field}"
+        );
+    }
 
     for n in 0..3 {
         s.enqueue(json!({"queue": Q, "payload": {"n": n}})).await?;

@@ -1,8 +1,13 @@
 //! `lanes-dev` (what `scripts/run` execs) stops the whole system within seconds when SIGINT
 //! or SIGTERM is sent to it alone (`kill -INT <pid>`, not the terminal's Ctrl-C to the whole
 //! group): it passes the signal on to its children and leaves none running (issue #12).
+//! And the README's enqueue examples, sent to it as written, import their invoice with the
+//! example handler it runs (issue #14: the quick start must give the result it promises).
 
-use lanes_tests::{Signal, bin_path, free_port, fresh_database, spawn, wait_for_tcp};
+use anyhow::Context as _;
+use lanes_tests::gateway::Http;
+use lanes_tests::{ChildProc, Signal, bin_path, free_port, fresh_database, spawn, wait_for_tcp};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -29,7 +34,8 @@ fn exists(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
-async fn stops_on(sig: Signal) -> anyhow::Result<()> {
+/// `lanes-dev` on free ports and a fresh database, and its HTTP address.
+async fn start_dev() -> anyhow::Result<(ChildProc, String, lanes_tests::TestDb)> {
     let db = fresh_database().await?;
     let http = format!("127.0.0.1:{}", free_port());
     let env: Vec<(String, String)> = [
@@ -41,11 +47,16 @@ async fn stops_on(sig: Signal) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let mut dev = spawn("lanes-dev", &bin_path("lanes-dev")?, &[], &env).await?;
+    let dev = spawn("lanes-dev", &bin_path("lanes-dev")?, &[], &env).await?;
+    wait_for_tcp(http.parse()?, Duration::from_secs(60)).await?;
+    Ok((dev, http, db))
+}
+
+async fn stops_on(sig: Signal) -> anyhow::Result<()> {
+    let (mut dev, _http, _db) = start_dev().await?;
     let pid = dev
         .id()
         .ok_or_else(|| anyhow::anyhow!("lanes-dev exited at once"))?;
-    wait_for_tcp(http.parse()?, Duration::from_secs(60)).await?;
     // Up once both agents run: coordinator, gateway and two agents.
     let deadline = Instant::now() + Duration::from_secs(60);
     let kids = loop {
@@ -92,4 +103,67 @@ async fn sigint_to_lanes_dev_alone_stops_everything() -> anyhow::Result<()> {
 #[tokio::test]
 async fn sigterm_to_lanes_dev_alone_stops_everything() -> anyhow::Result<()> {
     stops_on(Signal::SIGTERM).await
+}
+
+/// The JSON bodies of the README's `curl … -d '…'` examples that enqueue an invoice for the
+/// example handler (a `payload` with an `invoice_id`).
+fn readme_invoice_enqueues() -> anyhow::Result<Vec<Value>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let bodies: Vec<Value> = text
+        .split("-d '")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('\'').map(|(body, _)| body))
+        .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+        .filter(|b| b["payload"]["invoice_id"].is_string())
+        .collect();
+    Ok(bodies)
+}
+
+/// What a newcomer does first: `scripts/run`, then the README's curl. Each README example
+/// enqueues an invoice that the example handler imports as asked (its invoice id and line
+/// count in the result, not `"?"` and 0), and names no callback URL that would only fail.
+#[tokio::test]
+async fn readme_quick_start_imports_the_invoice() -> anyhow::Result<()> {
+    let bodies = readme_invoice_enqueues()?;
+    assert!(
+        bodies.len() >= 2,
+        "the README's quick start and API examples enqueue an invoice: {bodies:?}"
+    );
+    let (dev, http, _db) = start_dev().await?;
+    let api = Http::new(&format!("http://{http}"))?;
+    for body in bodies {
+        assert!(
+            body.get("callback_url").is_none() && body.get("callback").is_none(),
+            "a quick-start example sends callbacks nowhere reachable: {body}"
+        );
+        let r = api.post("/api/jobs", None, &body).await?;
+        assert!(matches!(r.status, 200 | 202), "{r:?}\n{}", dev.log_tail(30));
+        let id = r.body["job_id"].as_i64().context("job_id")?;
+        // ?wait answers once the job is finished; the HTTP client gives up after 30 s.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let job = loop {
+            let r = api.get(&format!("/api/jobs/{id}?wait=20"), None).await?;
+            assert_eq!(r.status, 200, "{r:?}");
+            if r.body["status"] != "pending" && r.body["status"] != "processing" {
+                break r.body;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "job {id} not finished: {}\n{}",
+                r.body,
+                dev.log_tail(30)
+            );
+        };
+        assert_eq!(job["status"], "completed", "{job}");
+        let (sent, got) = (&body["payload"], &job["result"]);
+        assert_eq!(got["invoice_id"], sent["invoice_id"], "{job}");
+        assert_eq!(got["establishment"], sent["establishment"], "{job}");
+        let lines = sent["lines"]
+            .as_i64()
+            .context("the example sends `lines`")?;
+        assert!(lines > 0, "{sent}");
+        assert_eq!(got["lines_imported"], lines, "{job}");
+    }
+    Ok(())
 }

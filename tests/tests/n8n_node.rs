@@ -280,8 +280,8 @@ async fn credential_test(w: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The enqueue example: one invoice in its establishment's lane, then a wake-up. Returns the
-/// invoice's job.
+/// The enqueue example: one invoice in its establishment's lane, a wake-up, then the wait for
+/// the finished job. Returns the invoice's job.
 async fn enqueue_example(w: &World) -> anyhow::Result<i64> {
     let run = w.n8n.execute(WF_ENQUEUE).await?;
     let enq = one(&run, "Enqueue invoice");
@@ -306,6 +306,14 @@ async fn enqueue_example(w: &World) -> anyhow::Result<i64> {
     let failure_url = w.n8n.url("/webhook/lanes-job-failed");
     assert_eq!(job["failure_callback_url"], failure_url);
     assert_eq!(one(&run, "Wake a worker")["status"], "success");
+    // Wait answers with the finished job and its result (the handler echoes the payload).
+    let waited = one(&run, "Wait for the import");
+    assert_eq!(
+        (&waited["job_id"], &waited["status"]),
+        (&json!(id), &json!("completed")),
+        "{waited}"
+    );
+    assert_eq!(waited["result"]["echo"]["invoice_id"], "INV-2025-0001");
     Ok(id)
 }
 

@@ -190,6 +190,17 @@ fn the_enqueue_example_calls_back_the_callbacks_example() -> anyhow::Result<()> 
         named(&enqueue, "Wake a worker")["parameters"]["operation"],
         "wakeWorkers"
     );
+    // Then it waits for the job Enqueue answered.
+    assert_eq!(next(&enqueue, "Wake a worker", 0), ["Wait for the import"]);
+    let wait = &named(&enqueue, "Wait for the import")["parameters"];
+    assert_eq!(
+        (&wait["resource"], &wait["operation"]),
+        (&json!("job"), &json!("wait"))
+    );
+    assert_eq!(
+        wait["jobId"],
+        "={{ $('Enqueue invoice').item.json.job_id }}"
+    );
 
     // Each callback URL of the enqueue node is the path of a trigger of the callbacks example
     // that selects that event.

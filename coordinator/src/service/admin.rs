@@ -232,6 +232,8 @@ impl AdminService for Admin {
             .into_iter()
             .map(|a| pb::AgentInfo {
                 state: if a.asleep { "asleep" } else { "awake" }.into(),
+                // The stream id is `<replica>/<n>`: the replica's name, as in agent events
+                // (transitions.agent_event).
                 coordinator_id: a
                     .coordinator_id
                     .split('/')

@@ -267,8 +267,12 @@ Lanes is running:
 
 Try:
   curl -s -X POST http://{http}/api/jobs -H 'content-type: application/json' \
-    -d '{{"queue":"{QUEUE}","lane":"resto-42","payload":{{"invoice_id":"F-2026-001","establishment":"resto-42","sleep_ms":500}}}}'
+    -d '{{"queue":"{QUEUE}","lane":"resto-42","payload":{{"invoice_id":"F-001","establishment":"resto-42","lines":12}}}}'
+  curl -s 'http://{http}/api/jobs/1?wait=30'     (answers once job 1 is finished)
   curl -s http://{http}/api/queue/stats
+
+grpcurl: https://github.com/fullstorydev/grpcurl/releases, or
+  go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest
 
 Ctrl-C stops everything.
 "#

@@ -32,8 +32,10 @@ $fn$;
 CREATE FUNCTION transitions.agent_event() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
+    -- agents.coordinator_id names the stream (`<replica>/<n>`); events, like ListAgents,
+    -- name the replica (--coordinator-id) only.
     v_data jsonb := jsonb_build_object('queues', to_jsonb(NEW.queues),
-                                       'coordinator_id', NEW.coordinator_id);
+                                       'coordinator_id', split_part(NEW.coordinator_id, '/', 1));
     v_pending bigint;
 BEGIN
     IF NOT NEW.asleep THEN

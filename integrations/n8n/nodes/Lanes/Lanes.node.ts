@@ -24,8 +24,8 @@ const MAX_BATCH = 1000;
 
 /**
  * Lanes: enqueue jobs, follow them and act on them through the Lanes gateway's HTTP API.
- * Programmatic rather than declarative: Wait polls until the job is finished, Enqueue Batch
- * sends every input item in one call, and gateway errors are mapped to node errors that carry
+ * Programmatic rather than declarative: Wait repeats the gateway's wait API until the job is
+ * finished, Enqueue Batch sends every input item in one call, and gateway errors are mapped to node errors that carry
  * the gateway's message and the field at fault.
  */
 export class Lanes implements INodeType {
@@ -174,6 +174,27 @@ function enqueueBody(ctx: IExecuteFunctions, i: number, item: INodeExecutionData
 	}
 	if (options.runAt !== undefined && options.runAt !== '')
 		body.run_at = runAt(ctx, i, options.runAt);
+	// The job's own limits (absent: its queue's settings).
+	const limits: Array<[string, string]> = [
+		['maxAttempts', 'max_attempts'],
+		['timeoutMs', 'timeout_ms'],
+		['softTimeoutMs', 'soft_timeout_ms'],
+		['backoffInitialMs', 'backoff_initial_ms'],
+		['backoffMaxMs', 'backoff_max_ms'],
+	];
+	for (const [option, field] of limits) {
+		if (options[option] !== undefined) body[field] = Math.round(Number(options[option]));
+	}
+	if (options.replace === true) {
+		if (idempotencyKey === undefined) {
+			throw new NodeOperationError(
+				ctx.getNode(),
+				'Replace Waiting Job needs an Idempotency Key: it names the job to replace',
+				{ itemIndex: i },
+			);
+		}
+		body.replace = true;
+	}
 	if (options.callbackUrl) body.callback_url = String(options.callbackUrl);
 	if (options.failureCallbackUrl) body.failure_callback_url = String(options.failureCallbackUrl);
 	return body;
@@ -254,18 +275,18 @@ async function waitJob(ctx: IExecuteFunctions, i: number): Promise<IDataObject> 
 	const id = jobId(ctx, i);
 	const timeoutS = Number(ctx.getNodeParameter('timeout', i, 300));
 	const options = ctx.getNodeParameter('waitOptions', i, {}) as IDataObject;
-	const intervalS = options.pollInterval === undefined ? 2 : Number(options.pollInterval);
 	const outcome = await waitForJob(
 		{
+			// The gateway holds the request up to waitS; the HTTP timeout leaves it room.
 			fetch: async (waitS) =>
 				await gatewayRequest(ctx, 'GET', `/api/jobs/${id}`, i, {
-					qs: waitS === null ? undefined : { wait: waitS },
-					timeoutMs: ((waitS ?? 0) + 30) * 1000,
+					qs: { wait: waitS },
+					timeoutMs: (waitS + 30) * 1000,
 				}),
 			sleep: async (ms) => await sleep(ms),
 			now: () => Date.now(),
 		},
-		{ timeoutMs: timeoutS * 1000, intervalMs: intervalS * 1000 },
+		{ timeoutMs: timeoutS * 1000 },
 	);
 	if (outcome.kind === 'error') {
 		const error = gatewayError(outcome.reply);

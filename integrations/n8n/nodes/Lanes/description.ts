@@ -153,6 +153,24 @@ export const enqueueFields: INodeProperties[] = [
 		displayOptions: { show: enqueueOps },
 		options: [
 			{
+				displayName: 'Backoff Initial (Ms)',
+				name: 'backoffInitialMs',
+				type: 'number',
+				typeOptions: { minValue: 0, maxValue: 2_592_000_000 },
+				default: 5000,
+				description:
+					"This job's first wait before a retry, in milliseconds (0 to 30 days), doubled at each attempt; default: its queue's",
+			},
+			{
+				displayName: 'Backoff Max (Ms)',
+				name: 'backoffMaxMs',
+				type: 'number',
+				typeOptions: { minValue: 0, maxValue: 2_592_000_000 },
+				default: 3_600_000,
+				description:
+					"This job's longest wait before a retry, in milliseconds (0 to 30 days, at least Backoff Initial); default: its queue's",
+			},
+			{
 				displayName: 'Callback URL',
 				name: 'callbackUrl',
 				type: 'string',
@@ -178,6 +196,14 @@ export const enqueueFields: INodeProperties[] = [
 				description: 'Lanes POSTs a signed job.failed event here when the job fails for good',
 			},
 			{
+				displayName: 'Max Attempts',
+				name: 'maxAttempts',
+				type: 'number',
+				typeOptions: { minValue: 1, maxValue: 1000 },
+				default: 3,
+				description: "Attempts before this job ends failed (1 to 1000); default: its queue's",
+			},
+			{
 				displayName: 'Priority',
 				name: 'priority',
 				type: 'options',
@@ -199,11 +225,37 @@ export const enqueueFields: INodeProperties[] = [
 					'An exact priority from -1000 to 1000 (high is 10, low -10); overrides Priority when set',
 			},
 			{
+				displayName: 'Replace Waiting Job',
+				name: 'replace',
+				type: 'boolean',
+				default: false,
+				description:
+					"Whether a repeat of the Idempotency Key replaces the payload of that key's job while it still waits (replaced is then true); a running or finished job is returned unchanged",
+			},
+			{
 				displayName: 'Run At',
 				name: 'runAt',
 				type: 'dateTime',
 				default: '',
 				description: 'Run no earlier than this time',
+			},
+			{
+				displayName: 'Soft Timeout (Ms)',
+				name: 'softTimeoutMs',
+				type: 'number',
+				typeOptions: { minValue: 1000, maxValue: 604_800_000 },
+				default: 60_000,
+				description:
+					"After this long, in milliseconds, this job's handler is told to stop cleanly (SIGTERM, or a deadline header), before Timeout kills it; default: its queue's",
+			},
+			{
+				displayName: 'Timeout (Ms)',
+				name: 'timeoutMs',
+				type: 'number',
+				typeOptions: { minValue: 1000, maxValue: 604_800_000 },
+				default: 600_000,
+				description:
+					"Hard limit of one run of this job, in milliseconds (1 s to 7 days): the handler is killed then; default: its queue's",
 			},
 		],
 	},
@@ -227,7 +279,8 @@ export const waitFields: INodeProperties[] = [
 		type: 'number',
 		typeOptions: { minValue: 1 },
 		default: 300,
-		description: 'Give up waiting after this long',
+		description:
+			'Give up waiting after this long. The gateway holds each request until the job finishes (at most 60 s per request), so the node answers as soon as it does, without polling.',
 		displayOptions: { show: { resource: ['job'], operation: ['wait'] } },
 	},
 	{
@@ -259,15 +312,6 @@ export const waitFields: INodeProperties[] = [
 					},
 				],
 				default: 'error',
-			},
-			{
-				displayName: 'Poll Interval (Seconds)',
-				name: 'pollInterval',
-				type: 'number',
-				typeOptions: { minValue: 0.1, numberPrecision: 1 },
-				default: 2,
-				description:
-					'Pause between two status requests, when the gateway cannot hold a request until the job finishes',
 			},
 		],
 	},
