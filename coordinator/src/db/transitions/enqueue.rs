@@ -39,6 +39,13 @@ impl NewJob {
     /// limit below the hard one, a backoff cap at least its first wait, when both are given).
     pub fn checked(self) -> Result<Self> {
         use lanes_proto::limits::{Invalid, job as limit};
+        if self.replace && self.idempotency_key.is_none() {
+            return Err(Invalid::new(
+                "replace",
+                "replace needs an idempotency_key: it names the waiting job to replace",
+            )
+            .into());
+        }
         if let Some(n) = self.max_attempts {
             limit::MAX_ATTEMPTS.check(n.into())?;
         }
