@@ -128,6 +128,14 @@ impl SettingsPatch {
         }
         if let Some(v) = self.soft_timeout_ms {
             s.soft_timeout_ms = v.map(|n| limit::SOFT_TIMEOUT_MS.check(n)).transpose()?;
+            // 0 clears it (None here); a soft limit shorter than a second is a typo, and a
+            // job's own soft limit cannot be below one second either.
+            if let Some(n) = s.soft_timeout_ms.filter(|n| *n < 1000) {
+                return Err(Invalid::new(
+                    "soft_timeout_ms",
+                    format!("soft_timeout_ms must be 0 (none) or ≥ 1000 (got {n})"),
+                ));
+            }
         }
         if let Some(v) = self.rate {
             (s.rate_limit, s.rate_interval_ms) = match v {
