@@ -216,7 +216,10 @@ pub async fn lane_jobs(
     let (queue, lane) = (q.queue, q.lane);
     limits::queue_name("queue", &queue).map_err(field_error)?;
     if lane.is_empty() {
-        return Err(ApiError::invalid("lane", "lane is empty; give the lane's key"));
+        return Err(ApiError::invalid(
+            "lane",
+            "lane is empty; give the lane's key",
+        ));
     }
     limits::key("lane", &lane).map_err(field_error)?;
     let req = pb::LaneJobsRequest {
@@ -283,7 +286,13 @@ pub async fn history(
         queue: params::queue(q.queue.as_deref())?,
         minutes: int_param(q.minutes.as_deref(), ranges::HISTORY_MINUTES)?,
     };
-    let r = st.coord.admin.clone().queue_history(req).await?.into_inner();
+    let r = st
+        .coord
+        .admin
+        .clone()
+        .queue_history(req)
+        .await?
+        .into_inner();
     Ok(Json(History {
         minutes: r
             .minutes
