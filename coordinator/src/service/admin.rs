@@ -1,5 +1,6 @@
-//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge, and the
-//! webhook deliveries (list, replay).
+//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge, the
+//! webhook deliveries (list, replay); the admin page's lanes, history and bulk actions are
+//! in `admin_lanes.rs`.
 
 use super::admin_lanes::{self, BulkAction};
 use super::{Ctx, convert};
