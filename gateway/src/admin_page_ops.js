@@ -217,11 +217,11 @@
 
   function renderHistory(h) {
     $("chart-throughput-box").replaceChildren(chart("chart-throughput", h.minutes, [
-      { key: "completed", label: "completed", color: "var(--completed)" },
-      { key: "failed", label: "failed", color: "var(--failed)" }], true));
+      { key: "completed", label: "completed", color: "#18794e" },
+      { key: "failed", label: "failed", color: "#c4320a" }], true));
     $("chart-wait-box").replaceChildren(chart("chart-wait", h.minutes, [
       { key: "wait_p95_ms", label: "ms wait (p95)", color: "#9db8ee" },
-      { key: "wait_p50_ms", label: "ms wait (p50)", color: "var(--processing)", narrow: true }], false));
+      { key: "wait_p50_ms", label: "ms wait (p50)", color: "#1d64d8", narrow: true }], false));
   }
 
   // ---- lanes ----------------------------------------------------------------------------

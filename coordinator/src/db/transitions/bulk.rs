@@ -21,9 +21,9 @@ pub struct Bulk {
 pub async fn retry_failed(db: &PgPool, queue: &str) -> Result<Bulk> {
     let r = sqlx::query!(
         r#"WITH f AS (SELECT id FROM jobs WHERE queue = $1 AND state = 'failed'
-                      ORDER BY id LIMIT $2 + 1),
-                picked AS (SELECT id FROM f ORDER BY id LIMIT $2)
-           SELECT (SELECT count(*) FROM f) > $2 AS "more!",
+                      ORDER BY id LIMIT $2::int8 + 1),
+                picked AS (SELECT id FROM f ORDER BY id LIMIT $2::int8)
+           SELECT (SELECT count(*) FROM f) > $2::int8 AS "more!",
                   count(*) FILTER (WHERE t.o_outcome = 'done') AS "count!"
            FROM picked CROSS JOIN LATERAL transitions.retry(picked.id) t"#,
         queue,
@@ -42,9 +42,9 @@ pub async fn retry_failed(db: &PgPool, queue: &str) -> Result<Bulk> {
 pub async fn cancel_failed(db: &PgPool, queue: &str) -> Result<Bulk> {
     let r = sqlx::query!(
         r#"WITH f AS (SELECT id FROM jobs WHERE queue = $1 AND state = 'failed'
-                      ORDER BY id LIMIT $2 + 1),
-                picked AS (SELECT id FROM f ORDER BY id LIMIT $2)
-           SELECT (SELECT count(*) FROM f) > $2 AS "more!",
+                      ORDER BY id LIMIT $2::int8 + 1),
+                picked AS (SELECT id FROM f ORDER BY id LIMIT $2::int8)
+           SELECT (SELECT count(*) FROM f) > $2::int8 AS "more!",
                   count(*) FILTER (WHERE t.o_outcome = 'done') AS "count!"
            FROM picked CROSS JOIN LATERAL transitions.cancel(picked.id) t"#,
         queue,
