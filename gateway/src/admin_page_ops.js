@@ -208,8 +208,9 @@
         }
         if (stack) base += v;
       }
-      if (i % 10 === 0 || i === minutes.length - 1) {
-        out.append(svg("text", { x: L + i * bw + bw / 2, y: H - 4, "text-anchor": "middle" }, label));
+      if ((i % 10 === 0 && i < minutes.length - 5) || i === minutes.length - 1) {
+        const last = i === minutes.length - 1;
+        out.append(svg("text", { x: last ? W - 2 : L + i * bw + bw / 2, y: H - 4, "text-anchor": last ? "end" : "middle" }, label));
       }
     });
     return out;

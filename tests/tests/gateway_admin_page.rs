@@ -319,6 +319,14 @@ async fn operations(s: &Stack, c: &Client) -> anyhow::Result<()> {
     .await?;
     c.find(Locator::Css(r#"[data-testid="chart-wait"]"#))
         .await?;
+    // The screenshot: charts, the blocked lane and the lane's jobs in view.
+    c.execute(
+        "document.getElementById('ops-queue').scrollIntoView()",
+        vec![],
+    )
+    .await?;
+    let shot = browser::screenshot(c, "lanes-admin-ops").await?;
+    eprintln!("admin page screenshot: {}", shot.display());
 
     // The delayed job shows its start time: the run_at the API reports.
     let run_at = s.job(delayed).await?["run_at"].as_str().map(str::to_owned);
@@ -426,7 +434,5 @@ async fn operations(s: &Stack, c: &Client) -> anyhow::Result<()> {
     };
     browser::wait_until("the schedules panel", async || displayed(c, panel).await).await?;
 
-    let shot = browser::screenshot(c, "lanes-admin-ops").await?;
-    eprintln!("admin page screenshot: {}", shot.display());
     Ok(())
 }
