@@ -13,6 +13,8 @@ use axum::extract::{Query, State, rejection::QueryRejection};
 use lanes_proto::limits::{self, Range, admin as ranges};
 use lanes_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
@@ -176,19 +178,39 @@ pub async fn list(
     }))
 }
 
-/// Parameters of GET /admin/api/lanes/jobs.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+/// Parameters of GET /admin/api/lanes/jobs. `queue` and `lane` are required: the OpenAPI
+/// parameters are written by hand below, as the derive does not mark a parameter with its own
+/// schema required.
+#[derive(Debug, Deserialize)]
 pub struct LaneJobsParams {
     /// Queue name.
-    #[param(schema_with = schemas::queue)]
     pub queue: String,
     /// Lane key.
-    #[param(schema_with = schemas::lane_text)]
     pub lane: String,
     /// Finished jobs to add.
-    #[param(schema_with = lane_finished)]
     pub finished_limit: Option<String>,
+}
+
+impl IntoParams for LaneJobsParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let param = |name: &str, required: bool, schema: Schema| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(if required {
+                    Required::True
+                } else {
+                    Required::False
+                })
+                .schema(Some(schema))
+                .build()
+        };
+        vec![
+            param("queue", true, Schema::Object(schemas::queue())),
+            param("lane", true, Schema::Object(schemas::lane_text())),
+            param("finished_limit", false, lane_finished()),
+        ]
+    }
 }
 
 /// One lane's jobs in run order.
