@@ -373,7 +373,7 @@ pub fn lane_filter() -> Object {
 }
 
 /// An integer query parameter, or empty (the same as absent).
-fn int_or_empty(r: Range, description: &str) -> Schema {
+pub fn int_or_empty(r: Range, description: &str) -> Schema {
     Schema::OneOf(
         OneOfBuilder::new()
             .item(range(r, description))

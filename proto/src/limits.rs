@@ -91,6 +91,19 @@ pub mod job {
     pub const BACKOFF_MAX_MS: Range = Range::new("backoff_max_ms", 0, 30 * DAY_MS);
 }
 
+/// The admin page's reads (AdminService.ListLanes, LaneJobs, QueueHistory); 0 means the
+/// default each RPC documents.
+pub mod admin {
+    use super::Range;
+
+    /// Lanes ListLanes returns (0: 20).
+    pub const LANES_LIMIT: Range = Range::new("limit", 0, 500);
+    /// Finished jobs LaneJobs adds after the unfinished ones (0: 20).
+    pub const LANE_FINISHED: Range = Range::new("finished_limit", 0, 200);
+    /// Minutes of QueueHistory (0: 60; a day at most).
+    pub const HISTORY_MINUTES: Range = Range::new("minutes", 0, 1440);
+}
+
 /// A refused input: the field at fault and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {

@@ -5,144 +5,17 @@
 //! Needs Debian's `chromium` and `chromium-driver` (CI installs them); without them the test
 //! fails with an install hint rather than skipping.
 
-use anyhow::{Context as _, bail};
-use fantoccini::{Client, ClientBuilder, Locator};
+mod browser;
+
+use browser::{PAGE_WAIT, browser, by, click, displayed, enter_key, text, wait_text};
+use fantoccini::{Client, Locator};
 use lanes_tests::gateway::{ADMIN_KEY, READ_KEY, Stack, eventually};
-use lanes_tests::procs::{self, ChildProc};
 use lanes_tests::receiver::Receiver;
 use serde_json::json;
-use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const Q: &str = "invoice_import";
-/// Long enough for the page's 3-second refresh to pick up a change made outside it.
-const PAGE_WAIT: Duration = Duration::from_secs(12);
-
-/// A headless Chromium session and the chromedriver serving it.
-struct Browser {
-    client: Client,
-    _driver: ChildProc,
-    _profile: tempfile::TempDir,
-}
-
-fn tool(env: &str, default: &str) -> anyhow::Result<String> {
-    let path = std::env::var(env).unwrap_or_else(|_| default.to_owned());
-    if !Path::new(&path).is_file() {
-        bail!(
-            "{path} not found: the admin page test needs Chromium and chromedriver. Install them \
-             with `apt-get update && apt-get install -y chromium chromium-driver` (or point {env} \
-             at them)"
-        );
-    }
-    Ok(path)
-}
-
-async fn browser() -> anyhow::Result<Browser> {
-    let chromium = tool("LANES_CHROMIUM", "/usr/bin/chromium")?;
-    let driver_bin = tool("LANES_CHROMEDRIVER", "/usr/bin/chromedriver")?;
-    let port = procs::free_port();
-    let args = vec![format!("--port={port}")];
-    let driver = procs::spawn("chromedriver", Path::new(&driver_bin), &args, &[]).await?;
-    let addr = format!("127.0.0.1:{port}").parse()?;
-    if let Err(e) = procs::wait_for_tcp(addr, Duration::from_secs(20)).await {
-        bail!("chromedriver did not start: {e}\n{}", driver.log_tail(20));
-    }
-    let profile = tempfile::tempdir()?;
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--no-first-run", "--disable-sync", "--window-size=1400,1000",
-                     format!("--user-data-dir={}", profile.path().display())],
-        }
-    });
-    let caps = caps.as_object().cloned().context("capabilities")?;
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let client = ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .with_context(|| format!("starting a Chromium session\n{}", driver.log_tail(20)))?;
-    Ok(Browser {
-        client,
-        _driver: driver,
-        _profile: profile,
-    })
-}
-
-fn by(testid: &str) -> String {
-    format!(r#"[data-testid="{testid}"]"#)
-}
-
-/// The text of the element with `testid`, or `None` while it does not exist.
-async fn text(c: &Client, testid: &str) -> anyhow::Result<Option<String>> {
-    match c.find(Locator::Css(&by(testid))).await {
-        Ok(e) => match e.text().await {
-            Ok(t) => Ok(Some(t)),
-            // The page's refresh replaced the element between the find and the read.
-            Err(e) if e.is_stale_element_reference() => Ok(None),
-            Err(e) => Err(e.into()),
-        },
-        Err(e) if e.is_no_such_element() => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Waits until the element with `testid` shows `want` (trimmed), for at most `PAGE_WAIT`.
-async fn wait_text(c: &Client, testid: &str, want: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PAGE_WAIT;
-    loop {
-        let got = text(c, testid).await?;
-        if got.as_deref().map(str::trim) == Some(want) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let banner = text(c, "error-banner").await?.unwrap_or_default();
-            bail!(
-                "{testid} shows {got:?}, not {want:?}, after {PAGE_WAIT:?} (page error: {banner:?})"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Tries `op` on the element with `testid` again when the page's 3-second refresh replaced
-/// the element between finding and using it (a stale element reference).
-async fn on_element<T>(
-    c: &Client,
-    testid: &str,
-    op: impl AsyncFn(fantoccini::elements::Element) -> Result<T, fantoccini::error::CmdError>,
-) -> anyhow::Result<T> {
-    let mut tries = 0;
-    loop {
-        let e = c
-            .find(Locator::Css(&by(testid)))
-            .await
-            .with_context(|| format!("finding {testid}"))?;
-        match op(e).await {
-            Err(e) if e.is_stale_element_reference() && tries < 5 => tries += 1,
-            other => return other.with_context(|| format!("using {testid}")),
-        }
-    }
-}
-
-async fn displayed(c: &Client, testid: &str) -> anyhow::Result<bool> {
-    on_element(c, testid, async |e| e.is_displayed().await).await
-}
-
-async fn click(c: &Client, testid: &str) -> anyhow::Result<()> {
-    on_element(c, testid, async |e| e.click().await).await
-}
-
-async fn enter_key(c: &Client, key: &str) -> anyhow::Result<()> {
-    let input = c.find(Locator::Css(&by("key-input"))).await?;
-    input.clear().await?;
-    input.send_keys(key).await?;
-    click(c, "key-submit").await
-}
 
 /// Load the page, get past the key prompt, watch a job fail and retry it from the page.
 #[tokio::test]
@@ -310,5 +183,256 @@ async fn deliveries(s: &Stack, c: &Client) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
+
+const ORDERS: &str = "orders";
+const REPORTS: &str = "reports";
+
+/// The operations panels on real jobs: a blocked lane unblocked from the page, a busy lane's
+/// jobs in run order, the last hour's charts, a bulk retry of failed jobs, pause and resume,
+/// a settings edit (and a refused one), a delayed job's start time, the schedules panel.
+#[tokio::test]
+async fn admin_page_operates_queues_and_lanes() -> anyhow::Result<()> {
+    let s = Stack::start().await?;
+    let b = browser().await?;
+    let result = operations(&s, &b.client).await;
+    let shot = match &result {
+        Err(_) => browser::screenshot(&b.client, "lanes-admin-ops")
+            .await
+            .map(|p| format!("screenshot: {}", p.display()))
+            .unwrap_or_else(|e| format!("no screenshot: {e:#}")),
+        Ok(()) => String::new(),
+    };
+    let _ = b.client.close().await;
+    result.map_err(|e| anyhow::anyhow!("{e:#}\n{shot}\n{}", s.logs()))
+}
+
+/// Jobs for the panels: lane A of `orders` blocked by its failed head with one job behind
+/// it; lane B running its first of three jobs; an unkeyed job completed and one failed; a
+/// delayed job in `reports`. Returns (a1, a2, u1, [b1, b2, b3], delayed).
+async fn fixtures(s: &Stack) -> anyhow::Result<(i64, i64, i64, [i64; 3], i64)> {
+    let put = s
+        .http
+        .put(
+            &format!("/admin/api/queues/{ORDERS}/settings"),
+            Some(ADMIN_KEY),
+            &json!({"failure_policy": "block", "max_attempts": 1}),
+        )
+        .await?;
+    anyhow::ensure!(put.status == 200, "settings: {}", put.body);
+    let a1 = s
+        .enqueue(json!({"queue": ORDERS, "lane": "A", "payload": {"n": 1}}))
+        .await?;
+    let a2 = s
+        .enqueue(json!({"queue": ORDERS, "lane": "A", "payload": {"n": 2}}))
+        .await?;
+    let j = s.agent.take(ORDERS).await?;
+    assert_eq!(j.id, a1);
+    s.agent.fail(&j, "bad order", false).await?;
+
+    let c1 = s
+        .enqueue(json!({"queue": ORDERS, "payload": {"n": 3}}))
+        .await?;
+    let j = s.agent.take(ORDERS).await?;
+    assert_eq!(j.id, c1);
+    s.agent.complete(&j, "{}").await?;
+    let u1 = s
+        .enqueue(json!({"queue": ORDERS, "payload": {"n": 4}}))
+        .await?;
+    let j = s.agent.take(ORDERS).await?;
+    assert_eq!(j.id, u1);
+    s.agent.fail(&j, "bad total", false).await?;
+
+    let mut b = [0; 3];
+    for (i, id) in b.iter_mut().enumerate() {
+        *id = s
+            .enqueue(json!({"queue": ORDERS, "lane": "B", "payload": {"b": i}}))
+            .await?;
+    }
+    let j = s.agent.take(ORDERS).await?;
+    assert_eq!(j.id, b[0], "lane B's first job runs");
+    let delayed = s
+        .enqueue(json!({"queue": REPORTS, "payload": {}, "delay_seconds": 3600}))
+        .await?;
+    Ok((a1, a2, u1, b, delayed))
+}
+
+async fn settings(s: &Stack, queue: &str) -> anyhow::Result<serde_json::Value> {
+    let r = s
+        .http
+        .get(
+            &format!("/admin/api/queues/{queue}/settings"),
+            Some(ADMIN_KEY),
+        )
+        .await?;
+    anyhow::ensure!(r.status == 200, "settings of {queue}: {}", r.body);
+    Ok(r.body)
+}
+
+/// The `data-job-id`s of the lane panel's rows, once the panel lists `want` of them.
+async fn lane_rows(c: &Client, want: usize) -> anyhow::Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    browser::wait_until("the lane's jobs listed", async || {
+        let got =
+            browser::attrs(c, r#"[data-testid="lane-jobs"] tr.lane-job"#, "data-job-id").await?;
+        ids = got.iter().filter_map(|v| v.parse().ok()).collect();
+        Ok(ids.len() == want)
+    })
+    .await?;
+    Ok(ids)
+}
+
+/// Sum of the `data-value`s of the chart bars matching `css`.
+async fn bars(c: &Client, css: &str) -> anyhow::Result<i64> {
+    Ok(browser::attrs(c, css, "data-value")
+        .await?
+        .iter()
+        .filter_map(|v| v.parse::<i64>().ok())
+        .sum())
+}
+
+async fn operations(s: &Stack, c: &Client) -> anyhow::Result<()> {
+    let (a1, a2, u1, b, delayed) = fixtures(s).await?;
+    c.goto(&s.gateway.url("/admin/queue")).await?;
+    enter_key(c, ADMIN_KEY).await?;
+
+    // The blocked lane, and the busy lane's jobs in run order (running first, then FIFO).
+    wait_text(c, "lane-unblock-orders:A", "Unblock").await?;
+    wait_text(c, "lane-queued-orders:B", "3").await?;
+    click(c, "lane-row-orders:B").await?;
+    assert_eq!(lane_rows(c, 3).await?, b.to_vec());
+    click(c, "blocked-lane-orders:A").await?;
+    assert_eq!(
+        lane_rows(c, 2).await?,
+        vec![a2, a1],
+        "waiting job first, then the failed head"
+    );
+
+    // Charts of the last hour: the completed job and the two failed ones are drawn.
+    browser::wait_until("the charts show the finished jobs", async || {
+        Ok(
+            bars(c, r#"[data-testid="chart-throughput"] rect.bar-completed"#).await? == 1
+                && bars(c, r#"[data-testid="chart-throughput"] rect.bar-failed"#).await? == 2,
+        )
+    })
+    .await?;
+    c.find(Locator::Css(r#"[data-testid="chart-wait"]"#))
+        .await?;
+    // The screenshot: charts, the blocked lane and the lane's jobs in view.
+    c.execute(
+        "document.getElementById('ops-queue').scrollIntoView()",
+        vec![],
+    )
+    .await?;
+    let shot = browser::screenshot(c, "lanes-admin-ops").await?;
+    eprintln!("admin page screenshot: {}", shot.display());
+
+    // The delayed job shows its start time: the run_at the API reports.
+    let run_at = s.job(delayed).await?["run_at"].as_str().map(str::to_owned);
+    let mark = c
+        .find(Locator::Css(&by(&format!("job-delayed-{delayed}"))))
+        .await?;
+    assert_eq!(mark.attr("data-run-at").await?, run_at);
+    assert!(mark.text().await?.starts_with("starts "));
+
+    // Unblock from the page: the lane moves on, the failed head stays failed.
+    click(c, "lane-unblock-orders:A").await?;
+    wait_text(
+        c,
+        "lanes-result",
+        &format!("lane A unblocked (job {a1} stays failed)"),
+    )
+    .await?;
+    let blocked = s
+        .http
+        .get("/admin/api/lanes?filter=blocked", Some(ADMIN_KEY))
+        .await?;
+    assert_eq!(blocked.body["lanes"], json!([]), "{}", blocked.body);
+    assert_eq!(s.job(a1).await?["status"], "failed");
+    wait_text(c, "blocked-empty", "No lane is blocked.").await?;
+
+    // Bulk retry with its confirm dialog: both failed jobs are pending again.
+    wait_text(c, "queue-failed-orders", "2").await?;
+    click(c, "queue-retry-failed-orders").await?;
+    wait_text(c, "confirm-text", "Retry 2 failed jobs of orders?").await?;
+    click(c, "confirm-ok").await?;
+    wait_text(c, "queues-result", "2 jobs retried in orders").await?;
+    for id in [a1, u1] {
+        assert_eq!(s.job(id).await?["status"], "pending", "job {id}");
+    }
+    wait_text(c, "queue-failed-orders", "0").await?;
+
+    // Pause and resume from the page.
+    wait_text(c, "queue-state-reports", "active").await?;
+    click(c, "queue-toggle-reports").await?;
+    wait_text(c, "queue-state-reports", "paused").await?;
+    assert_eq!(settings(s, REPORTS).await?["paused"], true);
+    click(c, "queue-toggle-reports").await?;
+    wait_text(c, "queue-state-reports", "active").await?;
+    assert_eq!(settings(s, REPORTS).await?["paused"], false);
+
+    // A settings edit persists; the rate limit shows in the queue list.
+    click(c, "queue-settings-orders").await?;
+    wait_text(c, "settings-queue", ORDERS).await?;
+    for (field, value) in [
+        ("max_attempts", "5"),
+        ("rate_limit", "7"),
+        ("rate_interval_ms", "60000"),
+    ] {
+        let input = c
+            .find(Locator::Css(&by(&format!("setting-{field}"))))
+            .await?;
+        input.clear().await?;
+        input.send_keys(value).await?;
+    }
+    click(c, "settings-save").await?;
+    wait_text(
+        c,
+        "settings-result",
+        "saved: max_attempts, rate_limit, rate_interval_ms",
+    )
+    .await?;
+    let got = settings(s, ORDERS).await?;
+    assert_eq!(
+        (
+            &got["max_attempts"],
+            &got["rate_limit"],
+            &got["rate_interval_ms"]
+        ),
+        (&json!(5), &json!(7), &json!(60000)),
+        "{got}"
+    );
+    browser::wait_until("the rate limit shown", async || {
+        Ok(text(c, "queue-rate-orders")
+            .await?
+            .is_some_and(|t| t.ends_with("/7 started per 1 min")))
+    })
+    .await?;
+    // A refused edit says why and changes nothing.
+    let ttl = c.find(Locator::Css(&by("setting-lease_ttl_ms"))).await?;
+    ttl.clear().await?;
+    ttl.send_keys("5").await?;
+    click(c, "settings-save").await?;
+    browser::wait_until("the refusal shown", async || {
+        Ok(text(c, "settings-result")
+            .await?
+            .is_some_and(|t| t.contains("lease_ttl_ms")))
+    })
+    .await?;
+    assert_eq!(
+        settings(s, ORDERS).await?["lease_ttl_ms"],
+        got["lease_ttl_ms"]
+    );
+
+    // Schedules: listed when the gateway serves them, else said to be unavailable.
+    let sched = s.http.get("/admin/api/schedules", Some(ADMIN_KEY)).await?;
+    let panel = if sched.status == 404 {
+        "schedules-unavailable"
+    } else {
+        "schedule-list"
+    };
+    browser::wait_until("the schedules panel", async || displayed(c, panel).await).await?;
+
     Ok(())
 }

@@ -5,7 +5,9 @@
 
 pub mod agents;
 pub mod gauges;
+pub mod history;
 pub mod jobs;
+pub mod lanes;
 pub mod outbox;
 pub mod queues;
 pub mod states;

@@ -1,6 +1,8 @@
-//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge, and the
-//! webhook deliveries (list, replay).
+//! `lanes.v1.AdminService`: queue settings, pause/resume, agents, unblock, purge, the
+//! webhook deliveries (list, replay); the admin page's lanes, history and bulk actions are
+//! in `admin_lanes.rs`.
 
+use super::admin_lanes::{self, BulkAction};
 use super::{Ctx, convert};
 use crate::db::agents;
 use crate::db::outbox::{self, Filter};
@@ -335,5 +337,55 @@ impl AdminService for Admin {
         };
         tracing::info!(replayed, "deliveries replayed");
         Ok(Response::new(pb::ReplayDeliveriesResponse { replayed }))
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn list_lanes(
+        &self,
+        req: Request<pb::ListLanesRequest>,
+    ) -> Result<Response<pb::ListLanesResponse>, Status> {
+        admin_lanes::list_lanes(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue, lane = %req.get_ref().lane))]
+    async fn lane_jobs(
+        &self,
+        req: Request<pb::LaneJobsRequest>,
+    ) -> Result<Response<pb::LaneJobsResponse>, Status> {
+        admin_lanes::lane_jobs(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn queue_history(
+        &self,
+        req: Request<pb::QueueHistoryRequest>,
+    ) -> Result<Response<pb::QueueHistoryResponse>, Status> {
+        admin_lanes::queue_history(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn bulk_retry_failed(
+        &self,
+        req: Request<pb::BulkFailedRequest>,
+    ) -> Result<Response<pb::BulkFailedResponse>, Status> {
+        admin_lanes::bulk_failed(&self.ctx, req.into_inner(), BulkAction::Retry)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(queue = %req.get_ref().queue))]
+    async fn bulk_cancel_failed(
+        &self,
+        req: Request<pb::BulkFailedRequest>,
+    ) -> Result<Response<pb::BulkFailedResponse>, Status> {
+        admin_lanes::bulk_failed(&self.ctx, req.into_inner(), BulkAction::Cancel)
+            .await
+            .map(Response::new)
     }
 }

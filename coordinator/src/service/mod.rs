@@ -2,6 +2,7 @@
 //! `db` function, and map the result; they hold no state of their own beyond [`Ctx`].
 
 pub mod admin;
+mod admin_lanes;
 pub mod agent;
 pub mod auth;
 pub mod client;

@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod enqueue;
 pub mod health;
 pub mod jobs;
+pub mod lanes;
 pub mod queue;
 
 use crate::error::ApiError;
@@ -37,6 +38,11 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .routes(routes!(admin::get_settings, admin::put_settings))
         .routes(routes!(admin::unblock))
         .routes(routes!(admin::agents))
+        .routes(routes!(lanes::list))
+        .routes(routes!(lanes::lane_jobs))
+        .routes(routes!(lanes::history))
+        .routes(routes!(lanes::retry_failed))
+        .routes(routes!(lanes::cancel_failed))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::replay_one))
         .routes(routes!(deliveries::replay_failed))

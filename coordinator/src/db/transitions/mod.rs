@@ -13,6 +13,7 @@
 //!
 //! Must never: change a job or lane row outside these functions.
 
+pub mod bulk;
 pub mod cancel;
 pub mod check;
 pub mod complete;
