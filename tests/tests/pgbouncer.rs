@@ -45,9 +45,9 @@ fn find_pgbouncer() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LANES_PGBOUNCER") {
         return Some(PathBuf::from(p));
     }
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("pgbouncer")).collect())
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     std::iter::once(PathBuf::from("/usr/sbin/pgbouncer"))
         .chain(on_path)
         .find(|p| p.is_file())

@@ -139,7 +139,7 @@ async fn is_primary(options: &PgConnectOptions) -> bool {
             .fetch_one(&mut conn)
             .await?;
         let _ = conn.close().await;
-        sqlx::Result::Ok(!standby)
+        Ok::<bool, sqlx::Error>(!standby)
     };
     matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(true)))
 }
