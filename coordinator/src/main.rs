@@ -15,7 +15,13 @@ async fn main() -> anyhow::Result<()> {
         // Advisory locks need a session: the direct URL when a pooler fronts DATABASE_URL.
         Command::Migrate => {
             let serve = &cli.serve;
-            migrate(serve.listen_database_url.as_ref().unwrap_or(&serve.database_url)).await
+            migrate(
+                serve
+                    .listen_database_url
+                    .as_ref()
+                    .unwrap_or(&serve.database_url),
+            )
+            .await
         }
     };
     telemetry.shutdown().await;

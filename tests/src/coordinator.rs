@@ -70,10 +70,7 @@ impl Coordinator {
 
     /// Starts one with exactly `args` (no [`TEST_ARGS`]): e.g. a slow tick alongside other
     /// flags, which `start` would pass twice.
-    pub async fn start_with_args(
-        database_url: &str,
-        args: &[&str],
-    ) -> anyhow::Result<Coordinator> {
+    pub async fn start_with_args(database_url: &str, args: &[&str]) -> anyhow::Result<Coordinator> {
         let args = args.iter().map(|s| s.to_string()).collect();
         Self::start_on(
             database_url,

@@ -428,7 +428,16 @@ impl LocalCluster {
         let backup = pg_command(&self.bin.join("pg_basebackup"), &base, self.run_as.as_ref())
             .arg("-D")
             .arg(&data)
-            .args(["-d", &conninfo, "-R", "-X", "stream", "-c", "fast", "--no-sync"])
+            .args([
+                "-d",
+                &conninfo,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ])
             .output()
             .await
             .context("running pg_basebackup")?;
@@ -455,7 +464,10 @@ impl LocalCluster {
             options,
             _watchdog: watchdog,
         };
-        standby.start_again().await.context("starting the standby")?;
+        standby
+            .start_again()
+            .await
+            .context("starting the standby")?;
         Ok(standby)
     }
 

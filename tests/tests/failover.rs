@@ -35,8 +35,8 @@ const MIN_PER_LANE: u64 = 5;
 const PROGRESS: i64 = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coordinators_follow_a_promoted_standby_and_lose_nothing_acknowledged()
--> anyhow::Result<()> {
+async fn coordinators_follow_a_promoted_standby_and_lose_nothing_acknowledged() -> anyhow::Result<()>
+{
     let began = Instant::now();
     let wait = Duration::from_secs(60);
     let primary = PrivateCluster::replicated().await?;
@@ -107,7 +107,12 @@ async fn coordinators_follow_a_promoted_standby_and_lose_nothing_acknowledged()
     }
     for c in [&a, &b] {
         let moved = lanes_tests::agent::log_lines(&c.proc, "the database primary moved")?;
-        assert!(!moved.is_empty(), "{} never moved:\n{}", c.url(), c.proc.log_tail(30));
+        assert!(
+            !moved.is_empty(),
+            "{} never moved:\n{}",
+            c.url(),
+            c.proc.log_tail(30)
+        );
     }
 
     // Every acknowledged enqueue is a job on the new primary, run and completed once.

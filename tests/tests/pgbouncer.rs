@@ -15,14 +15,13 @@
 //! safety tick is a minute, so it cannot be what woke it); WaitJob on the other replica
 //! answers when the job finishes; lanes and counters agree.
 
+use lanes_proto::v1 as pb;
 use lanes_tests::agent::{start_agent, wait_connected};
 use lanes_tests::gateway::{ENQUEUE_KEY, Gateway, KEYS};
 use lanes_tests::load::{Feeder, wait_completed};
 use lanes_tests::{
-    ChildProc, Coordinator, assert_lanes_agree, bin_path, free_port, records, spawn,
-    wait_for_tcp,
+    ChildProc, Coordinator, assert_lanes_agree, bin_path, free_port, records, spawn, wait_for_tcp,
 };
-use lanes_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,7 +45,11 @@ fn find_pgbouncer() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let on_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("pgbouncer")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("pgbouncer"))
+                .collect()
+        })
         .unwrap_or_default();
     std::iter::once(PathBuf::from("/usr/sbin/pgbouncer"))
         .chain(on_path)
@@ -109,7 +112,11 @@ impl Bouncer {
         .await?;
         eprintln!(
             "pgbouncer {major}.{minor} in {} mode",
-            if transaction { "transaction" } else { "session" }
+            if transaction {
+                "transaction"
+            } else {
+                "session"
+            }
         );
         Ok(Bouncer {
             proc,
@@ -121,8 +128,7 @@ impl Bouncer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lanes_work_through_pgbouncer_with_listen_on_a_direct_connection() -> anyhow::Result<()>
-{
+async fn lanes_work_through_pgbouncer_with_listen_on_a_direct_connection() -> anyhow::Result<()> {
     let Some(bin) = find_pgbouncer() else {
         eprintln!(
             "SKIPPED: pgbouncer not installed (Debian: apt-get install pgbouncer; scripts/test \
@@ -135,10 +141,7 @@ async fn lanes_work_through_pgbouncer_with_listen_on_a_direct_connection() -> an
     let direct = url::Url::parse(&db.url)?;
     let pg_port = direct.port().unwrap_or(5432);
     let mut bouncer = Bouncer::start(&bin, pg_port).await?;
-    let pooled = format!(
-        "postgres://postgres@127.0.0.1:{}/{}",
-        bouncer.port, db.name
-    );
+    let pooled = format!("postgres://postgres@127.0.0.1:{}/{}", bouncer.port, db.name);
     // A minute's safety tick: agents wake by NOTIFY only.
     let args = [
         "--tick-ms",
@@ -217,7 +220,11 @@ async fn lanes_work_through_pgbouncer_with_listen_on_a_direct_connection() -> an
     drop(waker_agent);
     eprintln!(
         "pgbouncer ({} pooling) log tail:\n{}",
-        if bouncer.transaction { "transaction" } else { "session" },
+        if bouncer.transaction {
+            "transaction"
+        } else {
+            "session"
+        },
         bouncer.proc.log_tail(5)
     );
     Ok(())

@@ -78,8 +78,7 @@ pub async fn pool(
 ) -> sqlx::Result<PgPool> {
     let mut candidates = Vec::new();
     for one in split_urls(url) {
-        let mut options =
-            PgConnectOptions::from_str(&one)?.application_name("lanes-coordinator");
+        let mut options = PgConnectOptions::from_str(&one)?.application_name("lanes-coordinator");
         if !settings.is_empty() {
             options = options.options(settings.iter().copied());
         }
@@ -89,9 +88,9 @@ pub async fn pool(
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5));
     if candidates.len() < 2 {
-        let options = candidates.pop().ok_or_else(|| {
-            sqlx::Error::Configuration("DATABASE_URL names no server".into())
-        })?;
+        let options = candidates
+            .pop()
+            .ok_or_else(|| sqlx::Error::Configuration("DATABASE_URL names no server".into()))?;
         return pool_options.connect_with(options).await;
     }
     let primary = find_primary(&candidates).await?;
@@ -141,7 +140,10 @@ async fn is_primary(options: &PgConnectOptions) -> bool {
         let _ = conn.close().await;
         Ok::<bool, sqlx::Error>(!standby)
     };
-    matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(true)))
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Ok(true))
+    )
 }
 
 /// Keeps `pool` pointed at the primary among `candidates` until the pool is closed.
