@@ -70,7 +70,7 @@ fn strip_session_attrs(url: &str) -> String {
 }
 
 /// Opens a pool of `max_connections` to `url` (one server or a list, see the module docs),
-/// with `options` (name, value) passed as server settings at connect.
+/// with `settings` (name, value) passed as server settings at connect.
 pub async fn pool(
     url: &str,
     max_connections: u32,
