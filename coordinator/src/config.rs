@@ -30,9 +30,18 @@ pub enum Command {
 /// Settings of the server.
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
-    /// PostgreSQL URL, e.g. postgres://lanes:secret@db:5432/lanes.
+    /// PostgreSQL URL, e.g. postgres://lanes:secret@db:5432/lanes. Several servers (a
+    /// primary and its standbys) fail over to whichever is read-write: comma-separated URLs,
+    /// or postgres://u:p@h1:5432,h2:5432/lanes?target_session_attrs=read-write. Behind
+    /// PgBouncer (transaction mode), the pooler's URL; then set --listen-database-url.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+
+    /// A direct PostgreSQL URL (not through a transaction pooler) for the session-bound
+    /// work: LISTEN for wakes and finished jobs, and migrations (advisory locks). Same forms
+    /// as DATABASE_URL. Default: DATABASE_URL.
+    #[arg(long, env = "LANES_LISTEN_DATABASE_URL", hide_env_values = true)]
+    pub listen_database_url: Option<String>,
 
     /// Address of the gRPC server.
     #[arg(long, env = "LANES_LISTEN", default_value = "0.0.0.0:50051")]

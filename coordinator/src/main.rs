@@ -12,7 +12,17 @@ async fn main() -> anyhow::Result<()> {
         lanes_telemetry::init(lanes_telemetry::Settings::from_env("lanes-coordinator"))?;
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::serve(cli.serve, shutdown_token()).await,
-        Command::Migrate => migrate(&cli.serve.database_url).await,
+        // Advisory locks need a session: the direct URL when a pooler fronts DATABASE_URL.
+        Command::Migrate => {
+            let serve = &cli.serve;
+            migrate(
+                serve
+                    .listen_database_url
+                    .as_ref()
+                    .unwrap_or(&serve.database_url),
+            )
+            .await
+        }
     };
     telemetry.shutdown().await;
     outcome

@@ -39,10 +39,19 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let pool = db::connect(&args.database_url, args.db_pool_size, !endpoints.is_empty())
         .await
         .context("connecting to the database (DATABASE_URL)")?;
-    db::migrate(&pool).await.context("applying migrations")?;
+    // LISTEN and the migrations' advisory locks hold session state: behind a transaction
+    // pooler they need a direct connection of their own.
+    let direct = match &args.listen_database_url {
+        Some(url) => db::connect(url, 2, false)
+            .await
+            .context("connecting to the database (LANES_LISTEN_DATABASE_URL)")?,
+        None => pool.clone(),
+    };
+    db::migrate(&direct).await.context("applying migrations")?;
     let replica = args.coordinator_id.clone().unwrap_or_else(default_id);
     let stale_ms = (args.tick_ms * 5).max(10_000) as i64;
     let (waker, requests) = Waker::new(pool.clone(), replica.clone(), stale_ms);
+    waker.listen_on(direct.clone());
     let promoter = Promoter::default();
     let callback_policy = Arc::new(
         lanes_proto::urls::Policy::new(&args.callback_allow, &args.callback_deny_hosts)
@@ -157,6 +166,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     stop.cancel();
     tasks.join().await;
     pool.close().await;
+    direct.close().await;
     Ok(())
 }
 

@@ -39,6 +39,8 @@ struct Stream {
 /// This replica's wake streams and the wake fan-out.
 pub struct Waker {
     pool: PgPool,
+    /// Where the LISTEN connection comes from: a direct pool behind a transaction pooler.
+    listen_pool: Mutex<Option<PgPool>>,
     replica: String,
     serial: AtomicU64,
     streams: Mutex<HashMap<String, Stream>>,
@@ -61,6 +63,7 @@ impl Waker {
         let (requests, rx) = mpsc::unbounded_channel();
         let waker = Waker {
             pool,
+            listen_pool: Mutex::new(None),
             replica,
             serial: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
@@ -277,10 +280,22 @@ impl Waker {
         }
     }
 
+    /// Opens LISTEN connections from `pool` rather than the main pool (which may go through
+    /// a transaction pooler, where LISTEN is lost when the transaction ends).
+    pub fn listen_on(&self, pool: PgPool) {
+        *self.listen_pool.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool);
+    }
+
     /// A connection listening for wakes claimed by other replicas. The server opens it
     /// before accepting agents, so no wake meant for them can slip by unheard.
     pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let pool = self
+            .listen_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| self.pool.clone());
+        let mut listener = PgListener::connect_with(&pool).await?;
         listener
             .listen_all([CHANNEL, crate::waiters::CHANNEL])
             .await?;

@@ -68,6 +68,19 @@ impl Coordinator {
         .await
     }
 
+    /// Starts one with exactly `args` (no [`TEST_ARGS`]): e.g. a slow tick alongside other
+    /// flags, which `start` would pass twice.
+    pub async fn start_with_args(database_url: &str, args: &[&str]) -> anyhow::Result<Coordinator> {
+        let args = args.iter().map(|s| s.to_string()).collect();
+        Self::start_on(
+            database_url,
+            procs::free_port(),
+            args,
+            "info,lanes_coordinator=debug",
+        )
+        .await
+    }
+
     async fn start_logging(
         database_url: &str,
         extra: &[&str],

@@ -404,6 +404,81 @@ impl LocalCluster {
     }
 }
 
+impl LocalCluster {
+    /// A streaming standby of this (running) cluster: `pg_basebackup -R` into a new temp dir,
+    /// started on a port of its own with the same settings. It connects back to this server
+    /// as application `standby` (for `synchronous_standby_names`).
+    pub(crate) async fn standby(&self) -> anyhow::Result<LocalCluster> {
+        let base = tempfile::Builder::new()
+            .prefix("lanes-pg-standby-")
+            .tempdir()
+            .context("creating the standby temp dir")?
+            .keep();
+        if let Some(user) = &self.run_as {
+            std::os::unix::fs::chown(&base, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("handing {} over to {}", base.display(), user.name))?;
+        }
+        let data = base.join("data");
+        let log = base.join("log");
+        let watchdog = spawn_watchdog(&self.bin, &base, &data, self.run_as.as_ref())?;
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user=postgres application_name=standby",
+            self.port
+        );
+        let backup = pg_command(&self.bin.join("pg_basebackup"), &base, self.run_as.as_ref())
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-d",
+                &conninfo,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ])
+            .output()
+            .await
+            .context("running pg_basebackup")?;
+        if !backup.status.success() {
+            bail!(
+                "pg_basebackup failed ({}):\n{}",
+                backup.status,
+                String::from_utf8_lossy(&backup.stderr)
+            );
+        }
+        let port = crate::procs::free_port();
+        // The primary's options with the port swapped, so both have the same settings.
+        let options = self
+            .options
+            .replacen(&format!("-p {}", self.port), &format!("-p {port}"), 1)
+            .replace(&shell_quote(&self.base), &shell_quote(&base));
+        let standby = LocalCluster {
+            base,
+            port,
+            bin: self.bin.clone(),
+            data,
+            log,
+            run_as: self.run_as.clone(),
+            options,
+            _watchdog: watchdog,
+        };
+        standby
+            .start_again()
+            .await
+            .context("starting the standby")?;
+        Ok(standby)
+    }
+
+    /// Promotes this standby to a primary (waits until it accepts writes).
+    pub(crate) async fn promote(&self) -> anyhow::Result<()> {
+        self.run_pg_ctl(&["promote", "-w", "-t", "60"])
+            .await
+            .context("pg_ctl promote")
+    }
+}
+
 /// `pg_ctl -D data <args>`, its own output to `base/pg_ctl.out`: a pipe inherited by the
 /// postmaster would keep anyone reading it waiting forever.
 fn pg_ctl(

@@ -52,6 +52,20 @@ impl PrivateCluster {
         Ok(PrivateCluster { cluster, admin_url })
     }
 
+    /// Creates and starts a cluster ready to stream to a standby
+    /// ([`PrivateCluster::standby`]): full page writes on, as a base backup taken while it
+    /// works needs them.
+    pub async fn replicated() -> anyhow::Result<PrivateCluster> {
+        let cluster =
+            LocalCluster::start(&["synchronous_commit=on", "full_page_writes=on"]).await?;
+        let admin_url = Url::parse(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            cluster.port
+        ))
+        .context("building the private cluster URL")?;
+        Ok(PrivateCluster { cluster, admin_url })
+    }
+
     /// A new empty database on this cluster.
     pub async fn fresh_database(&self) -> anyhow::Result<TestDb> {
         create_database(&self.admin_url).await
@@ -77,6 +91,60 @@ impl PrivateCluster {
     pub async fn restart(&self, mode: StopMode) -> anyhow::Result<()> {
         self.stop(mode).await?;
         self.start().await
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup -R`), running on a port of its
+    /// own. Replication is asynchronous until [`PrivateCluster::require_sync_standby`].
+    pub async fn standby(&self) -> anyhow::Result<PrivateCluster> {
+        let cluster = self.cluster.standby().await?;
+        let admin_url = Url::parse(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            cluster.port
+        ))
+        .context("building the standby URL")?;
+        tracing::info!(dir = %cluster.base.display(), port = cluster.port, "started a standby");
+        Ok(PrivateCluster { cluster, admin_url })
+    }
+
+    /// Makes commits on this primary wait for the standby (`synchronous_standby_names`):
+    /// an acknowledged commit then survives the loss of the primary. Waits until the
+    /// standby streams as `sync`.
+    pub async fn require_sync_standby(&self) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(self.admin_url.as_str()).await?;
+        sqlx::query("ALTER SYSTEM SET synchronous_standby_names = 'standby'")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut conn)
+            .await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let sync: Option<String> = sqlx::query_scalar(
+                "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'",
+            )
+            .fetch_optional(&mut conn)
+            .await?;
+            if sync.as_deref() == Some("sync") {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the standby never streamed synchronously ({sync:?})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Promotes this standby to a primary; returns once it accepts writes.
+    pub async fn promote(&self) -> anyhow::Result<()> {
+        self.cluster.promote().await
+    }
+
+    /// The URL of database `name` on this cluster.
+    pub fn database_url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.cluster.port)
     }
 
     /// Terminates every other client session (`pg_terminate_backend`): each of their

@@ -83,6 +83,15 @@ DATABASE_URL
 {{- end }}
 {{- end }}
 
+{{/* Key of the direct (pooler-less) URL in the database Secret; empty: none. */}}
+{{- define "lanes.databaseDirectKey" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecretDirectKey }}
+{{- else if .Values.database.directUrl -}}
+LANES_LISTEN_DATABASE_URL
+{{- end }}
+{{- end }}
+
 {{/* Secret holding the tokens and API keys. */}}
 {{- define "lanes.authSecretName" -}}
 {{- default (printf "%s-auth" (include "lanes.fullname" .)) .Values.auth.existingSecret }}
