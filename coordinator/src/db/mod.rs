@@ -8,6 +8,7 @@ pub mod gauges;
 pub mod jobs;
 pub mod outbox;
 pub mod queues;
+pub mod schedules;
 pub mod states;
 pub mod stats;
 pub mod transitions;

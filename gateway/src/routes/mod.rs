@@ -8,6 +8,7 @@ pub mod enqueue;
 pub mod health;
 pub mod jobs;
 pub mod queue;
+pub mod schedules;
 
 use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
@@ -40,6 +41,12 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::replay_one))
         .routes(routes!(deliveries::replay_failed))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
