@@ -6,10 +6,10 @@
 //!
 //! Must never: read a clock. Every time here is given by the caller (the database's now()).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Offset as _, TimeZone as _, Timelike as _, Utc};
 use chrono_tz::Tz;
-use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use croner::{Cron, JobType};
 use lanes_proto::limits::Invalid;
 use std::time::Duration;
 
@@ -69,27 +69,86 @@ impl Timing {
     }
 
     /// The fire times strictly after `after`, in order (ends where croner finds none).
+    /// Stepped one search at a time: croner's own iterator skips every other second of a
+    /// per-second pattern (3.0.1).
     pub fn after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.cron
-            .iter_after(after.with_timezone(&self.tz))
-            .map(|t| t.with_timezone(&Utc))
+        std::iter::successors(self.next_after(after), |t| self.next_after(*t))
+    }
+
+    /// The first fire time strictly after `t`.
+    fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&self.tz);
+        // Whole seconds (cut in UTC: a local time in the repeated hour has no single
+        // instant to rebuild): croner keeps the fraction of the time it starts from.
+        let found = self.search(t.with_nanosecond(0)?.with_timezone(&self.tz), local)?;
+        // croner searches local times, so an interval pattern would skip the hour the
+        // autumn change repeats: search again from the change, on the repeated local times.
+        if self.cron.determine_job_type() == JobType::IntervalWildcard
+            && found.offset().fix().local_minus_utc() < local.offset().fix().local_minus_utc()
+        {
+            let back = self.change_between(t, found.with_timezone(&Utc));
+            let before = back.with_timezone(&self.tz).naive_local() - chrono::Duration::seconds(1);
+            if let Some(from) = self.tz.from_local_datetime(&before).earliest()
+                && let Some(again) = self.search(from, local).filter(|a| *a < found)
+            {
+                return Some(again.with_timezone(&Utc));
+            }
+        }
+        Some(found.with_timezone(&Utc))
+    }
+
+    /// The first fire time after `from` (croner's search) that is after `t` too.
+    fn search(&self, mut from: DateTime<Tz>, t: DateTime<Tz>) -> Option<DateTime<Tz>> {
+        loop {
+            let found = self.cron.find_next_occurrence(&from, false).ok()?;
+            if found > t {
+                return Some(found);
+            }
+            // Within the repeated hour croner answers the earlier of a local time's two
+            // instants; past `t` already, the later one is meant for an interval pattern
+            // (which fires in both hours) and none for a fixed time (which fires once, in
+            // the first): search on after it.
+            let later = self.tz.from_local_datetime(&found.naive_local()).latest()?;
+            if later > t && self.cron.determine_job_type() == JobType::IntervalWildcard {
+                return Some(later);
+            }
+            from = later;
+        }
+    }
+
+    /// The first whole second in (a, b] with b's UTC offset (a's differs).
+    fn change_between(&self, a: DateTime<Utc>, b: DateTime<Utc>) -> DateTime<Utc> {
+        let offset = |t: DateTime<Utc>| t.with_timezone(&self.tz).offset().fix();
+        let target = offset(b);
+        let (mut lo, mut hi) = (a.timestamp(), b.timestamp());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match DateTime::from_timestamp(mid, 0) {
+                Some(m) if offset(m) == target => hi = mid,
+                Some(_) => lo = mid,
+                None => break,
+            }
+        }
+        DateTime::from_timestamp(hi, 0).unwrap_or(b)
     }
 
     /// The next `n` fire times after `now`, as RFC 3339 text with the offset of the zone.
     pub fn next_fires(&self, now: DateTime<Utc>, n: usize) -> Vec<String> {
-        self.cron
-            .iter_after(now.with_timezone(&self.tz))
+        self.after(now)
             .take(n)
-            .map(|t| t.to_rfc3339())
+            .map(|t| t.with_timezone(&self.tz).to_rfc3339())
             .collect()
     }
 
     /// The latest fire time at or before `t`, if croner finds one.
     fn at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Whole seconds: fire times are, and croner keeps the fraction it starts from.
+        let start = t.with_nanosecond(0)?.with_timezone(&self.tz);
         self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.tz), true)
+            .find_previous_occurrence(&start, true)
             .ok()
             .map(|t| t.with_timezone(&Utc))
+            .filter(|found| *found <= t)
     }
 
     /// What one pass does for a schedule whose ticks up to `through` are dealt with, at
@@ -265,6 +324,38 @@ mod tests {
                 at("2027-01-01T00:00:58Z"),
                 at("2027-01-01T00:00:59Z"),
                 at("2027-01-01T00:01:00Z")
+            ]
+        );
+    }
+
+    #[test]
+    fn every_second_from_a_fractional_time() {
+        let t = Timing::new("* * * * * *", "Europe/Paris").expect("valid");
+        let got: Vec<_> = t.after(at("2027-01-01T00:00:00.25Z")).take(3).collect();
+        assert_eq!(
+            got,
+            [
+                at("2027-01-01T00:00:01Z"),
+                at("2027-01-01T00:00:02Z"),
+                at("2027-01-01T00:00:03Z")
+            ]
+        );
+        // Through the autumn change (02:00-03:00 local happens twice): no second lost or
+        // doubled, in UTC.
+        let start = at("2027-10-31T00:59:58Z");
+        let got: Vec<_> = t.after(start).take(5).collect();
+        let want: Vec<_> = (1..=5)
+            .map(|s| start + chrono::Duration::seconds(s))
+            .collect();
+        assert_eq!(got, want);
+        let every_15 = Timing::new("*/15 * * * *", "Europe/Paris").expect("valid");
+        let got: Vec<_> = every_15.after(at("2027-10-31T00:40:00Z")).take(3).collect();
+        assert_eq!(
+            got,
+            [
+                at("2027-10-31T00:45:00Z"),
+                at("2027-10-31T01:00:00Z"),
+                at("2027-10-31T01:15:00Z")
             ]
         );
     }
