@@ -19,7 +19,7 @@ use lanes_proto::v1 as pb;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 
 /// Longest schedule name.
@@ -75,10 +75,41 @@ fn timezone_schema() -> Object {
         .build()
 }
 
+/// `o`, or null (an optional field: null means the same as absent).
+fn or_null(mut o: Object) -> Object {
+    if let SchemaType::Type(t) = o.schema_type {
+        o.schema_type = SchemaType::Array(vec![t, Type::Null]);
+    }
+    o
+}
+
 fn lane_schema() -> Object {
-    let mut o = schemas::lane_text();
-    o.schema_type = utoipa::openapi::schema::SchemaType::Array(vec![Type::String, Type::Null]);
+    let mut o = or_null(schemas::lane_text());
     o.description = Some("Lane of the jobs (null or absent: none).".into());
+    o
+}
+
+fn cron_or_null() -> Object {
+    or_null(cron_schema())
+}
+
+fn timezone_or_null() -> Object {
+    or_null(timezone_schema())
+}
+
+fn queue_or_null() -> Object {
+    or_null(schemas::queue())
+}
+
+fn priority_or_null() -> Object {
+    or_null(priority_schema())
+}
+
+fn missed_or_null() -> Object {
+    let mut o = or_null(missed_schema());
+    if let Some(values) = o.enum_values.as_mut() {
+        values.push(serde_json::Value::Null);
+    }
     o
 }
 
@@ -179,7 +210,7 @@ pub struct CreateBody {
     pub cron: String,
     /// IANA time zone (default UTC).
     #[serde(default)]
-    #[schema(schema_with = timezone_schema)]
+    #[schema(schema_with = timezone_or_null)]
     pub timezone: Option<String>,
     /// Queue of the jobs each tick enqueues (created if new).
     #[schema(schema_with = schemas::queue)]
@@ -189,16 +220,16 @@ pub struct CreateBody {
     #[schema(schema_with = lane_schema)]
     pub lane: Option<String>,
     /// Payload of those jobs (default `{}`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = payload_schema)]
-    pub payload: Option<Box<RawValue>>,
+    pub payload: Option<Option<Box<RawValue>>>,
     /// Priority of those jobs (default 0).
     #[serde(default, deserialize_with = "crate::numbers::optional")]
-    #[schema(schema_with = priority_schema)]
+    #[schema(schema_with = priority_or_null)]
     pub priority: Option<i64>,
     /// `skip` (default) or `run_once`.
     #[serde(default)]
-    #[schema(schema_with = missed_schema)]
+    #[schema(schema_with = missed_or_null)]
     pub missed: Option<String>,
     /// Default true.
     #[serde(default)]
@@ -218,31 +249,31 @@ impl JsonInput for CreateBody {
 pub struct UpdateBody {
     /// New cron expression.
     #[serde(default)]
-    #[schema(schema_with = cron_schema)]
+    #[schema(schema_with = cron_or_null)]
     pub cron: Option<String>,
     /// New IANA time zone.
     #[serde(default)]
-    #[schema(schema_with = timezone_schema)]
+    #[schema(schema_with = timezone_or_null)]
     pub timezone: Option<String>,
     /// New queue.
     #[serde(default)]
-    #[schema(schema_with = schemas::queue)]
+    #[schema(schema_with = queue_or_null)]
     pub queue: Option<String>,
     /// New lane; null removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = lane_schema)]
     pub lane: Option<Option<String>>,
     /// New payload.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = payload_schema)]
-    pub payload: Option<Box<RawValue>>,
+    pub payload: Option<Option<Box<RawValue>>>,
     /// New priority.
     #[serde(default, deserialize_with = "crate::numbers::optional")]
-    #[schema(schema_with = priority_schema)]
+    #[schema(schema_with = priority_or_null)]
     pub priority: Option<i64>,
     /// `skip` or `run_once`.
     #[serde(default)]
-    #[schema(schema_with = missed_schema)]
+    #[schema(schema_with = missed_or_null)]
     pub missed: Option<String>,
     /// Pause (false) or resume (true).
     #[serde(default)]
@@ -323,8 +354,15 @@ fn priority(p: i64) -> Result<i32, ApiError> {
     limits::PRIORITY.check_i32(p).map_err(field_error)
 }
 
-fn payload(p: &RawValue, max: usize) -> Result<String, ApiError> {
-    validate::payload_text(p, max, "")
+/// The payload's text; a JSON null (given as such: `None`) is refused, as for a job.
+fn payload(p: Option<&RawValue>, max: usize) -> Result<String, ApiError> {
+    match p {
+        Some(p) => validate::payload_text(p, max, ""),
+        None => Err(ApiError::invalid(
+            "payload",
+            "payload is null; send a JSON value such as {}",
+        )),
+    }
 }
 
 /// Checks a create body and builds the request.
@@ -340,7 +378,7 @@ fn create_request(
     Ok(pb::CreateScheduleRequest {
         lane: b.lane.as_deref().map(lane).transpose()?.unwrap_or_default(),
         payload: match &b.payload {
-            Some(p) => payload(p, max_payload)?,
+            Some(p) => payload(p.as_deref(), max_payload)?,
             None => "{}".into(),
         },
         priority: b.priority.map(priority).transpose()?.unwrap_or(0),
@@ -384,8 +422,8 @@ fn update_request(
         },
         payload: b
             .payload
-            .as_deref()
-            .map(|p| payload(p, max_payload))
+            .as_ref()
+            .map(|p| payload(p.as_deref(), max_payload))
             .transpose()?,
         priority: b.priority.map(priority).transpose()?,
         missed: b
@@ -537,6 +575,7 @@ mod tests {
         );
         assert_eq!(field(json!({"queue": "a b"})).as_deref(), Some("queue"));
         assert_eq!(field(json!({"cron": "\u{0}"})).as_deref(), Some("cron"));
+        assert_eq!(field(json!({"payload": null})).as_deref(), Some("payload"));
         assert!(check_name("daily.report-v2_x").is_ok());
         assert!(check_name("a/b").is_err());
     }
