@@ -153,7 +153,7 @@ pub struct ScheduleView {
     /// Lane of those jobs, or null.
     pub lane: Option<String>,
     /// Payload of those jobs, as given.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = schemas::any_value)]
     pub payload: Box<RawValue>,
     /// Priority of those jobs.
     pub priority: i32,
@@ -309,6 +309,17 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// A `{name}` path segment: one that no schedule can have is simply not found.
+fn path_name(name: String) -> Result<String, ApiError> {
+    match check_name(&name) {
+        Ok(()) => Ok(name),
+        Err(_) => Err(ApiError::not_found(format!(
+            "no schedule named {:?}",
+            limits::tail(&name, 140)
+        ))),
+    }
 }
 
 /// Text fields the coordinator reads (cron, timezone): bounded, and storable (no NUL).
@@ -480,7 +491,7 @@ pub async fn get(
     State(st): State<AppState>,
     Segment(name): Segment,
 ) -> Result<Json<ScheduleView>, ApiError> {
-    check_name(&name)?;
+    let name = path_name(name)?;
     let s = st
         .coord
         .schedules
@@ -501,7 +512,7 @@ pub async fn update(
     Segment(name): Segment,
     JsonBody(b): JsonBody<UpdateBody>,
 ) -> Result<Json<ScheduleView>, ApiError> {
-    let req = update_request(name, b, st.limits.max_payload)?;
+    let req = update_request(path_name(name)?, b, st.limits.max_payload)?;
     let s = st.coord.schedules.clone().update_schedule(req).await?;
     Ok(Json(view(s.into_inner())))
 }
@@ -525,7 +536,7 @@ pub async fn delete(
     State(st): State<AppState>,
     Segment(name): Segment,
 ) -> Result<Json<Deleted>, ApiError> {
-    check_name(&name)?;
+    let name = path_name(name)?;
     st.coord
         .schedules
         .clone()
