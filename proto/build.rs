@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "lanes/v1/agent.proto",
     "lanes/v1/client.proto",
     "lanes/v1/admin.proto",
+    "lanes/v1/schedules.proto",
     "externalscaler/externalscaler.proto",
 ];
 

@@ -155,8 +155,14 @@ pub struct ServeArgs {
     #[arg(long, env = "LANES_OUTBOX_RETENTION_S", default_value_t = 86_400)]
     pub outbox_retention_s: u64,
 
+    /// A schedule's tick not fired within this many milliseconds of its time (every replica
+    /// was down) counts as missed, and follows the schedule's `missed` policy (skip, or run
+    /// once); later ticks within it still fire, late.
+    #[arg(long, env = "LANES_SCHEDULE_MISFIRE_MS", default_value_t = 60_000)]
+    pub schedule_misfire_ms: u64,
+
     /// For tests only: background tasks (comma-separated names: wake, wake-listener,
-    /// promoter, reaper, dispatcher, event-fanout, watchdog, retention, database-probe,
+    /// promoter, scheduler, reaper, dispatcher, event-fanout, watchdog, retention, database-probe,
     /// metrics) whose first run panics, to exercise their supervision. Read once at start.
     #[arg(
         long,

@@ -22,6 +22,9 @@ pub enum Error {
     /// The job (or lane, queue) does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The thing to create exists already (a schedule's name).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The request is valid but the state forbids it (stale fencing token, finished job…).
     #[error("{0}")]
     Precondition(String),
@@ -130,6 +133,7 @@ impl From<Error> for Status {
         let code = match &e {
             Error::Invalid(_) | Error::InvalidField { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Precondition(_) => Code::FailedPrecondition,
             Error::Exhausted(_) => Code::ResourceExhausted,
             _ if e.is_unavailable() => Code::Unavailable,

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod promoter;
 pub mod reaper;
 pub mod retention;
+pub mod schedules;
 pub mod server;
 pub mod service;
 pub mod supervise;

@@ -1,19 +1,22 @@
-//! Assembles the gRPC server: the three Lanes services behind their auth guards, KEDA's
-//! external scaler (read-only, no token), server reflection (v1 and v1alpha, for grpcurl old
-//! and new), grpc.health.v1 following the replica's readiness (`health.rs`), optional TLS,
-//! the optional metrics listener, and the background tasks (wake fan-out and listener,
-//! promoter, reaper, webhook dispatcher, event fan-out, watchdog, retention, database probe),
-//! each under a supervisor that restarts it (`supervise.rs`). Stops cleanly on `stop`.
+//! Assembles the gRPC server: the Lanes services behind their auth guards (schedules with
+//! admin's), KEDA's external scaler (read-only, no token), server reflection (v1 and v1alpha,
+//! for grpcurl old and new), grpc.health.v1 following the replica's readiness (`health.rs`),
+//! optional TLS, the optional metrics listener, and the background tasks (wake fan-out and
+//! listener, promoter, scheduler, reaper, webhook dispatcher, event fan-out, watchdog,
+//! retention, database probe), each under a supervisor that restarts it (`supervise.rs`).
+//! Stops cleanly on `stop`.
 
 use crate::config::ServeArgs;
 use crate::health::{self, Readiness};
 use crate::promoter::Promoter;
+use crate::schedules::scheduler::Scheduler;
 use crate::service::Ctx;
 use crate::service::admin::Admin;
 use crate::service::agent::Agents;
 use crate::service::auth::Guard;
 use crate::service::client::Clients;
 use crate::service::scaler::Scaler;
+use crate::service::schedules::Schedules;
 use crate::supervise::Supervisor;
 use crate::wake::{WakeRequest, Waker};
 use crate::{db, dispatch, events, metrics, reaper, retention};
@@ -22,6 +25,7 @@ use lanes_proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use lanes_proto::v1::admin_service_server::AdminServiceServer;
 use lanes_proto::v1::agent_service_server::AgentServiceServer;
 use lanes_proto::v1::client_service_server::ClientServiceServer;
+use lanes_proto::v1::schedule_service_server::ScheduleServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -53,6 +57,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let (waker, requests) = Waker::new(pool.clone(), replica.clone(), stale_ms);
     waker.listen_on(direct.clone());
     let promoter = Promoter::default();
+    let scheduler = Scheduler::default();
     let callback_policy = Arc::new(
         lanes_proto::urls::Policy::new(&args.callback_allow, &args.callback_deny_hosts)
             .context("callback settings (LANES_CALLBACK_ALLOW)")?,
@@ -71,6 +76,9 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     health.set_serving::<AgentServiceServer<Agents>>().await;
     health.set_serving::<ClientServiceServer<Clients>>().await;
     health.set_serving::<AdminServiceServer<Admin>>().await;
+    health
+        .set_serving::<ScheduleServiceServer<Schedules>>()
+        .await;
     health.set_serving::<ExternalScalerServer<Scaler>>().await;
     let readiness = Arc::new(Readiness::new(health).await);
     // Installed before the tasks start, so their restart counters are registered at 0.
@@ -88,6 +96,7 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     };
     background.wake(&mut tasks, requests).await?;
     background.jobs(&mut tasks, &promoter);
+    background.schedules(&mut tasks, &scheduler);
     background.webhooks(&mut tasks, endpoints, callback_policy)?;
     background.database_probe(&mut tasks, &readiness);
     if let (Some(addr), Some(handle)) = (args.metrics_listen, metrics_handle) {
@@ -96,6 +105,8 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
     let tick = Duration::from_millis(args.tick_ms.max(100));
 
     let (agent_guard, client_guard, admin_guard) = guards(&args);
+    // Schedules are operators' business: the admin role, like AdminService.
+    let schedule_guard = admin_guard.clone();
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
@@ -106,6 +117,8 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         ClientServiceServer::new(Clients::new(ctx.clone())).max_decoding_message_size(max_message);
     let admin =
         AdminServiceServer::new(Admin::new(ctx.clone())).max_decoding_message_size(max_message);
+    let schedules = ScheduleServiceServer::new(Schedules::new(ctx.clone(), scheduler))
+        .max_decoding_message_size(max_message);
     let scaler = ExternalScalerServer::new(Scaler::new(ctx.clone(), tick, stop.clone()));
 
     // A span per call, continuing the caller's trace (a no-op while tracing is off).
@@ -134,6 +147,10 @@ pub async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             admin,
             move |r| admin_guard.check(r),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            schedules,
+            move |r| schedule_guard.check(r),
         ))
         // No guard: KEDA's external trigger cannot send a token, and the scaler is
         // read-only, revealing job counts only.
@@ -210,6 +227,18 @@ impl Background<'_> {
             waker.clone().listen(listener, stop.clone())
         });
         Ok(())
+    }
+
+    /// The scheduler, which fires the ticks of recurring schedules.
+    fn schedules(&self, tasks: &mut Supervisor, scheduler: &Scheduler) {
+        let grace = Duration::from_millis(self.args.schedule_misfire_ms);
+        let (pool, waker, stop) = (self.pool.clone(), self.waker.clone(), self.stop.clone());
+        let scheduler = scheduler.clone();
+        tasks.spawn("scheduler", move || {
+            scheduler
+                .clone()
+                .run(pool.clone(), waker.clone(), grace, stop.clone())
+        });
     }
 
     /// The promoter, the reaper and retention.

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::admin_service_client::AdminServiceClient;
 use lanes_proto::v1::client_service_client::ClientServiceClient;
+use lanes_proto::v1::schedule_service_client::ScheduleServiceClient;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -48,6 +49,8 @@ pub struct Coordinator {
     pub client: ClientServiceClient<Chan>,
     /// AdminService: settings, pause, agents, unblock, purge.
     pub admin: AdminServiceClient<Chan>,
+    /// ScheduleService: recurring schedules.
+    pub schedules: ScheduleServiceClient<Chan>,
     /// ClientService without the per-call timeout, for WaitJob: its calls set their own
     /// deadline (the wait asked for, plus the RPC timeout).
     pub waiting: ClientServiceClient<Chan>,
@@ -93,6 +96,9 @@ impl Coordinator {
             waiting,
             rpc_timeout,
             client: ClientServiceClient::new(intercepted.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            schedules: ScheduleServiceClient::new(intercepted.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             admin: AdminServiceClient::new(intercepted).max_decoding_message_size(MAX_MESSAGE),

@@ -232,7 +232,7 @@ pub fn optional_key(what: &str, key: Option<&KeyInput>) -> Result<String, Invali
 }
 
 /// The payload's text, as sent: not null, within `limit` bytes (413 past it), storable.
-fn payload_text(payload: &RawValue, limit: usize, at: &str) -> Result<String, ApiError> {
+pub fn payload_text(payload: &RawValue, limit: usize, at: &str) -> Result<String, ApiError> {
     let field = format!("{at}payload");
     let text = payload.get();
     if text == "null" {

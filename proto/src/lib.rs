@@ -11,7 +11,7 @@ pub mod urls;
 /// with `field` even for checks only the coordinator can make.
 pub const FIELD_METADATA: &str = "lanes-field";
 
-/// `lanes.v1`: jobs, the agent, client and admin services.
+/// `lanes.v1`: jobs, the agent, client, admin and schedule services.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("lanes.v1");

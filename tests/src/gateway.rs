@@ -232,6 +232,11 @@ impl Http {
             .await
     }
 
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> anyhow::Result<Reply> {
+        self.send(reqwest::Method::DELETE, path, key, None).await
+    }
+
     /// PUT raw text as the body.
     pub async fn put_raw(
         &self,

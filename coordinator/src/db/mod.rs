@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod lanes;
 pub mod outbox;
 pub mod queues;
+pub mod schedules;
 pub mod states;
 pub mod stats;
 pub mod transitions;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 mod convert;
 pub mod scaler;
+pub mod schedules;
 
 use crate::db::queues;
 use crate::promoter::Promoter;

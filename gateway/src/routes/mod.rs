@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod lanes;
 pub mod queue;
+pub mod schedules;
 
 use crate::error::ApiError;
 use crate::openapi::{self, ApiDoc};
@@ -46,6 +47,12 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::replay_one))
         .routes(routes!(deliveries::replay_failed))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

@@ -4,7 +4,6 @@
 use crate::db::jobs::JobRow;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 
 /// A job to enqueue, already checked against the limits.
 #[derive(Debug, Clone, Default)]
@@ -100,7 +99,9 @@ pub struct Enqueued {
 
 /// Enqueues `jobs` (their queues exist) in one transaction; the results come in input order.
 /// A queue pushed past its `max_pending` refuses the whole request (`RESOURCE_EXHAUSTED`).
-pub async fn enqueue(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+/// `db` is the pool, or a transaction that enqueues together with other rows (a schedule's
+/// tick).
+pub async fn enqueue<'e>(db: impl sqlx::PgExecutor<'e>, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
     let col = |f: fn(&NewJob) -> Option<&str>| jobs.iter().map(f).collect::<Vec<_>>();
     let rows = sqlx::query!(
         r#"SELECT o_created AS "created!", o_replaced AS "replaced!",
