@@ -1,0 +1,570 @@
+//! The persistent handler (`--exec … --persistent`): ONE long-lived process per agent, so an
+//! interpreter starts and imports once, not once per job. The agent writes each job as one
+//! JSON line on the process's stdin; the process answers on stdout with zero or more
+//! `{"type":"progress",…}` lines and then exactly one `{"type":"result",…}` or
+//! `{"type":"error",…}` line (the protocol: docs/handlers.md). Any other stdout line is
+//! logged and skipped; stderr lines are logged as they come.
+//!
+//! The process runs in its own process group, like a per-job handler: at the soft time limit
+//! the group gets `--soft-signal`; when `stop` is cancelled (time limit, cancellation, lease
+//! loss, shutdown) the group is killed and a fresh process started for the next job; a
+//! process that exits mid-job fails that job (retryable) and is replaced the same way.
+//!
+//! Must never: leave a killed or crashed process's group running, let the process outlive
+//! the agent (`PR_SET_PDEATHSIG`), or take a stale line as the answer to another job (a
+//! line naming another job's `id` is skipped).
+
+use super::exec::{DRAIN_LIMIT, describe_exit, die_with_agent, drain, failed, kill_group};
+use super::{
+    JobMeta, Limits, Outcome, Progress, ProgressTx, Run, TAIL_BYTES, Timing, error_message,
+    rfc3339, send_soft_signal, soft_note, tail,
+};
+use nix::sys::signal::Signal;
+use serde_json::{Map, Value};
+use std::process::{ExitStatus, Stdio};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWriteExt as _, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Room on a stdout line for the envelope around a result of `--max-result-bytes`.
+const ENVELOPE: usize = 64 * 1024;
+
+/// Longest stderr line logged as one line (the rest of a longer one is logged after it).
+const MAX_LOG_LINE: usize = 4096;
+
+/// Runs every job through one long-lived process of `argv`.
+pub struct PersistentRunner {
+    argv: Vec<String>,
+    max_result: usize,
+    soft_signal: Option<Signal>,
+    /// The process, when one runs. One job at a time: the lock is never contended.
+    proc: Mutex<Option<Proc>>,
+}
+
+/// The running process and its pipes.
+struct Proc {
+    child: Child,
+    /// Its process group (its pid); `None` once reaped and its group killed.
+    group: Option<i32>,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// Logs stderr; returns its tail at end-of-file.
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill_group(self.group);
+    }
+}
+
+/// How a job's exchange with the process ended.
+enum Exchange {
+    /// The process answered and lives on.
+    Answered(Outcome),
+    /// The process is gone or unusable (already reaped when `exited` is set): the job
+    /// fails (retryable) with this headline and the process's last stderr words.
+    Lost {
+        headline: String,
+        exited: Option<ExitStatus>,
+    },
+    /// `stop` was cancelled.
+    Stopped,
+}
+
+impl PersistentRunner {
+    /// A runner for `argv`; starts the process at once, so the first job finds it warm.
+    pub fn new(argv: Vec<String>, max_result: usize, soft_signal: Option<Signal>) -> Self {
+        let mut runner = PersistentRunner {
+            argv,
+            max_result,
+            soft_signal,
+            proc: Mutex::new(None),
+        };
+        match runner.spawn() {
+            Ok(p) => *runner.proc.get_mut() = Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the persistent handler; trying again at the first job")
+            }
+        }
+        runner
+    }
+
+    /// Runs one job through the process (started first if none runs); see the module docs.
+    pub async fn run(&self, meta: &JobMeta<'_>, progress: ProgressTx, limits: &Limits) -> Run {
+        let mut slot = self.proc.lock().await;
+        if let Some(p) = slot.as_mut()
+            && let Ok(Some(status)) = p.child.try_wait()
+        {
+            // Died while idle: replaced before the job is sent, so the job does not pay.
+            p.group = None;
+            let tail = p.stderr_tail().await;
+            tracing::warn!(status = %describe_exit(status), stderr = %tail.trim(), "persistent handler exited between jobs; restarting it");
+            *slot = None;
+        }
+        let p = match slot.as_mut() {
+            Some(p) => p,
+            None => match self.spawn() {
+                Ok(p) => slot.insert(p),
+                Err(e) => {
+                    let error = format!("cannot start handler {:?}: {e}", self.argv.join(" "));
+                    return Run {
+                        outcome: failed(error, true),
+                        timing: Timing {
+                            started: None,
+                            ended: Instant::now(),
+                        },
+                    };
+                }
+            },
+        };
+        let started = Instant::now();
+        let exchange = self.exchange(p, meta, &progress, limits).await;
+        let ended = Instant::now();
+        let outcome = match exchange {
+            Exchange::Answered(outcome) => outcome,
+            Exchange::Lost { headline, exited } => {
+                p.end(exited).await;
+                let detail = p.stderr_tail().await;
+                *slot = None;
+                failed(error_message(&headline, &detail), true)
+            }
+            Exchange::Stopped => {
+                p.end(None).await;
+                let detail = p.stderr_tail().await;
+                *slot = None;
+                Outcome::Stopped { detail }
+            }
+        };
+        if slot.is_none() {
+            // Started now rather than at the next job, so its start-up overlaps the report.
+            match self.spawn() {
+                Ok(p) => *slot = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot restart the persistent handler; trying again at the next job")
+                }
+            }
+        }
+        Run {
+            outcome,
+            timing: Timing {
+                started: Some(started),
+                ended,
+            },
+        }
+    }
+
+    fn spawn(&self) -> std::io::Result<Proc> {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            // The agent's credentials are not the handler's business.
+            .env_remove("LANES_TOKEN")
+            .env("LANES_PERSISTENT", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        die_with_agent(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().and_then(|id| i32::try_from(id).ok());
+        let missing = || std::io::Error::other("a pipe to the handler is missing");
+        let stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = child.stdout.take().ok_or_else(missing)?;
+        let stderr = child
+            .stderr
+            .take()
+            .map(|r| tokio::spawn(log_stderr(r, pid.unwrap_or_default())));
+        tracing::info!(pid, argv = ?self.argv, "persistent handler started");
+        Ok(Proc {
+            child,
+            group: pid,
+            stdin,
+            stdout: Lines::new(BufReader::new(stdout), self.max_result + ENVELOPE),
+            stderr,
+        })
+    }
+
+    /// Sends the job and reads the process's lines until its answer, its end, or `stop`.
+    async fn exchange(
+        &self,
+        p: &mut Proc,
+        meta: &JobMeta<'_>,
+        progress: &ProgressTx,
+        limits: &Limits,
+    ) -> Exchange {
+        let line = job_line(meta);
+        let id = meta.job.id;
+        let Proc {
+            child,
+            group,
+            stdin,
+            stdout,
+            ..
+        } = p;
+        let write = async {
+            stdin.write_all(&line).await?;
+            stdin.flush().await
+        };
+        tokio::pin!(write);
+        let mut written = false;
+        let mut soft_seen = false;
+        let mut soft_sent = None;
+        let lost = |what: String, sent: Option<Signal>, exited: Option<ExitStatus>| {
+            let headline = format!("persistent handler {what}{}", soft_note(sent));
+            Exchange::Lost { headline, exited }
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = limits.stop.cancelled() => return Exchange::Stopped,
+                _ = limits.soft.cancelled(), if !soft_seen => {
+                    soft_seen = true;
+                    soft_sent = send_soft_signal(*group, self.soft_signal);
+                }
+                w = &mut write, if !written => match w {
+                    Ok(()) => written = true,
+                    Err(e) => {
+                        return lost(format!("does not read its stdin ({e}); restarting it"), soft_sent, None);
+                    }
+                },
+                read = stdout.next_line() => match read {
+                    Ok(Some(Line::Text(text))) => match parse_reply(&text, id, self.max_result) {
+                        Reply::Progress(p) => {
+                            progress.send_replace(Some(p));
+                        }
+                        Reply::Done(outcome) => return Exchange::Answered(outcome),
+                        Reply::Other(why) => {
+                            tracing::info!(target: "lanes_agent::handler", line = %String::from_utf8_lossy(&text), "{why}; skipped");
+                        }
+                    },
+                    Ok(Some(Line::TooLong)) => {
+                        let error = format!("a line of the persistent handler's stdout is longer than {} bytes (the result limit plus {ENVELOPE})", self.max_result + ENVELOPE);
+                        return Exchange::Answered(failed(error, false));
+                    }
+                    Ok(None) | Err(_) => {
+                        // Its stdout closed: it is exiting. Its status says how.
+                        let exited = tokio::time::timeout(DRAIN_LIMIT, child.wait()).await;
+                        return match exited {
+                            Ok(Ok(status)) => lost(format!("{} while running the job; restarting it", describe_exit(status)), soft_sent, Some(status)),
+                            _ => lost("closed its stdout while running the job; restarting it".to_owned(), soft_sent, None),
+                        };
+                    }
+                },
+                // Exited while something it started still holds stdout open.
+                status = child.wait() => {
+                    return match status {
+                        Ok(s) => lost(format!("{} while running the job; restarting it", describe_exit(s)), soft_sent, Some(s)),
+                        Err(e) => lost(format!("could not be waited for ({e}); restarting it"), soft_sent, None),
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl Proc {
+    /// Kills the group (what is left of it once the process exited) and reaps the process.
+    async fn end(&mut self, exited: Option<ExitStatus>) {
+        kill_group(self.group);
+        if exited.is_none() {
+            let _ = self.child.wait().await;
+        }
+        self.group = None;
+    }
+
+    /// The last stderr bytes, once the pipe closed (given up after a moment).
+    async fn stderr_tail(&mut self) -> String {
+        drain(self.stderr.take()).await.unwrap_or_default()
+    }
+}
+
+/// The process's stdout split into lines of at most `cap` bytes; cancel-safe: a partial line
+/// waits in `line` until its end arrives.
+struct Lines<R> {
+    reader: R,
+    cap: usize,
+    line: Vec<u8>,
+    overlong: bool,
+}
+
+/// One stdout line.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// The line without its newline.
+    Text(Vec<u8>),
+    /// Longer than the cap (its bytes were dropped).
+    TooLong,
+}
+
+impl<R: AsyncBufRead + Unpin> Lines<R> {
+    fn new(reader: R, cap: usize) -> Self {
+        Lines {
+            reader,
+            cap,
+            line: Vec::new(),
+            overlong: false,
+        }
+    }
+
+    /// The next line; `None` at end-of-file.
+    async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                if self.line.is_empty() && !self.overlong {
+                    return Ok(None);
+                }
+                return Ok(Some(self.take()));
+            }
+            let (part, used, ended) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], i + 1, true),
+                None => (buf, buf.len(), false),
+            };
+            if !self.overlong {
+                if self.line.len() + part.len() > self.cap {
+                    self.overlong = true;
+                    self.line = Vec::new();
+                } else {
+                    self.line.extend_from_slice(part);
+                }
+            }
+            self.reader.consume(used);
+            if ended {
+                return Ok(Some(self.take()));
+            }
+        }
+    }
+
+    fn take(&mut self) -> Line {
+        let line = std::mem::take(&mut self.line);
+        if std::mem::take(&mut self.overlong) {
+            Line::TooLong
+        } else {
+            Line::Text(line)
+        }
+    }
+}
+
+/// The job as one JSON line: its metadata, then the payload text as enqueued.
+fn job_line(meta: &JobMeta<'_>) -> Vec<u8> {
+    let j = meta.job;
+    let head = serde_json::json!({
+        "type": "job",
+        "id": j.id,
+        "queue": j.queue,
+        "lane": j.lane,
+        "attempt": j.attempt,
+        "max_attempts": j.max_attempts,
+        "fencing_token": j.lease_token,
+        "deadline": rfc3339(meta.deadline),
+        "soft_deadline": meta.soft_deadline.map(rfc3339),
+        "traceparent": meta.traceparent,
+        "tracestate": meta.tracestate,
+    })
+    .to_string();
+    let payload = j.payload.trim();
+    // The payload's own text is kept (number precision, key order). Raw line breaks in JSON
+    // text can only be whitespace between tokens (strings escape theirs), so they go.
+    let payload = if payload.is_empty() {
+        "null".to_owned()
+    } else if serde_json::from_str::<Value>(payload).is_ok() {
+        payload.replace(['\n', '\r'], " ")
+    } else {
+        // Not JSON (the coordinator checks payloads, so not expected): sent as a string.
+        Value::String(payload.to_owned()).to_string()
+    };
+    let mut line = head.into_bytes();
+    line.pop(); // the closing brace
+    line.extend_from_slice(b",\"payload\":");
+    line.extend_from_slice(payload.as_bytes());
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+/// What a stdout line means for the running job.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Progress(Progress),
+    Done(Outcome),
+    /// Not part of the protocol for this job: why.
+    Other(&'static str),
+}
+
+/// Reads one stdout line of the process while job `id` runs.
+fn parse_reply(line: &[u8], id: i64, max_result: usize) -> Reply {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(line) else {
+        return Reply::Other("handler stdout line is not a JSON object");
+    };
+    if let Some(other) = obj.get("id")
+        && other.as_i64() != Some(id)
+    {
+        return Reply::Other("handler stdout line names another job");
+    }
+    match obj.get("type").and_then(Value::as_str) {
+        Some("progress") => match obj.get("percent").and_then(Value::as_f64) {
+            Some(percent) if percent.is_finite() => Reply::Progress(Progress {
+                percent: percent.clamp(0.0, 100.0).round() as i32,
+                message: text(&obj, "message").unwrap_or_default(),
+            }),
+            _ => Reply::Other("progress line without a numeric percent"),
+        },
+        Some("result") => {
+            let result = match obj.get("result") {
+                None | Some(Value::Null) => String::new(),
+                Some(v) => v.to_string(),
+            };
+            if result.len() > max_result {
+                let error = format!("the handler's result is larger than {max_result} bytes");
+                return Reply::Done(failed(error, false));
+            }
+            Reply::Done(Outcome::Completed { result })
+        }
+        Some("error") => {
+            let error = text(&obj, "error")
+                .filter(|e| !e.trim().is_empty())
+                .unwrap_or_else(|| "the handler reported an error".to_owned());
+            Reply::Done(Outcome::Failed {
+                error: tail(&error, TAIL_BYTES).to_owned(),
+                retryable: obj
+                    .get("retryable")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+                retry_after_ms: obj
+                    .get("retry_after_ms")
+                    .and_then(Value::as_i64)
+                    .filter(|&ms| ms >= 0),
+            })
+        }
+        _ => Reply::Other("handler stdout line has no known type"),
+    }
+}
+
+/// A field as text: a string as is, anything else as JSON.
+fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    match obj.get(key)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Logs each stderr line of the process; returns the last bytes at end-of-file.
+async fn log_stderr(r: impl AsyncRead + Unpin, pid: i32) -> String {
+    let mut lines = Lines::new(BufReader::new(r), MAX_LOG_LINE);
+    let mut kept = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let text = match line {
+            Line::Text(t) => String::from_utf8_lossy(&t).into_owned(),
+            Line::TooLong => format!("(a stderr line longer than {MAX_LOG_LINE} bytes)"),
+        };
+        tracing::info!(target: "lanes_agent::handler", pid, "{text}");
+        kept.push_str(&text);
+        kept.push('\n');
+        if kept.len() > 2 * TAIL_BYTES {
+            kept = tail(&kept, TAIL_BYTES).to_owned();
+        }
+    }
+    tail(&kept, TAIL_BYTES).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanes_proto::v1::LeasedJob;
+
+    #[tokio::test]
+    async fn lines_are_split_and_capped() {
+        let data: &[u8] = b"short\n0123456789abc\nlast";
+        let mut lines = Lines::new(data, 10);
+        let mut seen = Vec::new();
+        while let Some(l) = lines.next_line().await.expect("read") {
+            seen.push(l);
+        }
+        assert_eq!(
+            seen,
+            [
+                Line::Text(b"short".to_vec()),
+                Line::TooLong,
+                Line::Text(b"last".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_map_to_progress_and_outcomes() {
+        let r = |s: &str| parse_reply(s.as_bytes(), 7, 20);
+        assert_eq!(
+            r(r#"{"type":"progress","percent":40.4,"message":"step 2/5"}"#),
+            Reply::Progress(Progress {
+                percent: 40,
+                message: "step 2/5".into()
+            })
+        );
+        assert_eq!(
+            r(r#"{"type":"result","result":{"pid":12}}"#),
+            Reply::Done(Outcome::Completed {
+                result: r#"{"pid":12}"#.into()
+            })
+        );
+        assert_eq!(
+            r(r#"{"type":"result"}"#),
+            Reply::Done(Outcome::Completed { result: "".into() })
+        );
+        assert_eq!(
+            r(r#"{"type":"error","error":"bad VAT","retryable":false}"#),
+            Reply::Done(Outcome::Failed {
+                error: "bad VAT".into(),
+                retryable: false,
+                retry_after_ms: None
+            })
+        );
+        assert!(matches!(
+            r(r#"{"type":"result","result":"a long string over twenty"}"#),
+            Reply::Done(Outcome::Failed {
+                retryable: false,
+                ..
+            })
+        ));
+        for other in [
+            "hello",
+            "[1]",
+            r#"{"type":"result","id":8}"#,
+            r#"{"type":"nope"}"#,
+            r#"{"type":"progress"}"#,
+        ] {
+            assert!(matches!(r(other), Reply::Other(_)), "{other}");
+        }
+        assert!(matches!(r(r#"{"type":"result","id":7}"#), Reply::Done(_)));
+    }
+
+    #[test]
+    fn the_job_line_is_one_line_with_the_payload_as_sent() {
+        let job = LeasedJob {
+            id: 3,
+            queue: "q".into(),
+            payload: "{\n  \"n\": 12345678901234567890,\n  \"s\": \"a\\nb\"\n}\n".into(),
+            ..Default::default()
+        };
+        let meta = JobMeta {
+            job: &job,
+            deadline: chrono::DateTime::UNIX_EPOCH,
+            soft_deadline: None,
+            traceparent: String::new(),
+            tracestate: String::new(),
+        };
+        let line = job_line(&meta);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(line.ends_with(b"}\n"));
+        let text = String::from_utf8(line).expect("utf-8");
+        assert!(text.contains("12345678901234567890"), "{text}");
+        let v: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["type"], "job");
+        assert_eq!(v["id"], 3);
+        assert_eq!(v["payload"]["s"], "a\nb");
+        assert_eq!(v["soft_deadline"], Value::Null);
+        assert_eq!(v["deadline"], "1970-01-01T00:00:00.000Z");
+    }
+}
