@@ -185,7 +185,7 @@ impl ExecRunner {
             ),
             _ => failed(
                 error_message(
-                    &format!("handler {}{after}", describe_exit(status)),
+                    &format!("handler {}", describe_exit(status, soft_sent)),
                     err_tail,
                 ),
                 true,
@@ -194,16 +194,23 @@ impl ExecRunner {
     }
 }
 
-/// "exited with code 3", "was killed by SIGTERM".
-pub(crate) fn describe_exit(status: ExitStatus) -> String {
+/// "exited with code 3", "was killed by SIGKILL", followed by " after SIGTERM at its soft
+/// time limit" when that signal was sent — or "was killed by SIGTERM, sent at its soft time
+/// limit" when that is what ended it.
+pub(crate) fn describe_exit(status: ExitStatus, soft_sent: Option<Signal>) -> String {
     if let Some(code) = status.code() {
-        return format!("exited with code {code}");
+        return format!("exited with code {code}{}", soft_note(soft_sent));
     }
-    let sig = status.signal().map_or_else(
-        || "an unknown signal".to_owned(),
-        |s| Signal::try_from(s).map_or_else(|_| format!("signal {s}"), |s| s.to_string()),
-    );
-    format!("was killed by {sig}")
+    let Some(raw) = status.signal() else {
+        return format!("was killed by an unknown signal{}", soft_note(soft_sent));
+    };
+    match Signal::try_from(raw) {
+        Ok(sig) if Some(sig) == soft_sent => {
+            format!("was killed by {sig}, sent at its soft time limit")
+        }
+        Ok(sig) => format!("was killed by {sig}{}", soft_note(soft_sent)),
+        Err(_) => format!("was killed by signal {raw}{}", soft_note(soft_sent)),
+    }
 }
 
 /// Checks at start-up that `program` can be run: a path to an executable file, or a name

@@ -101,7 +101,7 @@ impl PersistentRunner {
             // Died while idle: replaced before the job is sent, so the job does not pay.
             p.group = None;
             let tail = p.stderr_tail().await;
-            tracing::warn!(status = %describe_exit(status), stderr = %tail.trim(), "persistent handler exited between jobs; restarting it");
+            tracing::warn!(status = %describe_exit(status, None), stderr = %tail.trim(), "persistent handler exited between jobs; restarting it");
             *slot = None;
         }
         let p = match slot.as_mut() {
@@ -212,8 +212,10 @@ impl PersistentRunner {
         let mut written = false;
         let mut soft_seen = false;
         let mut soft_sent = None;
-        let lost = |what: String, sent: Option<Signal>, exited: Option<ExitStatus>| {
-            let headline = format!("persistent handler {what}{}", soft_note(sent));
+        // "persistent handler exited with code 1 while running the job; restarting it".
+        let lost = |what: String, exited: Option<ExitStatus>| {
+            let headline =
+                format!("persistent handler {what} while running the job; restarting it");
             Exchange::Lost { headline, exited }
         };
         loop {
@@ -227,7 +229,7 @@ impl PersistentRunner {
                 w = &mut write, if !written => match w {
                     Ok(()) => written = true,
                     Err(e) => {
-                        return lost(format!("does not read its stdin ({e}); restarting it"), soft_sent, None);
+                        return lost(format!("stopped reading its stdin ({e}){}", soft_note(soft_sent)), None);
                     }
                 },
                 read = stdout.next_line() => match read {
@@ -248,16 +250,16 @@ impl PersistentRunner {
                         // Its stdout closed: it is exiting. Its status says how.
                         let exited = tokio::time::timeout(DRAIN_LIMIT, child.wait()).await;
                         return match exited {
-                            Ok(Ok(status)) => lost(format!("{} while running the job; restarting it", describe_exit(status)), soft_sent, Some(status)),
-                            _ => lost("closed its stdout while running the job; restarting it".to_owned(), soft_sent, None),
+                            Ok(Ok(status)) => lost(describe_exit(status, soft_sent), Some(status)),
+                            _ => lost(format!("closed its stdout{}", soft_note(soft_sent)), None),
                         };
                     }
                 },
                 // Exited while something it started still holds stdout open.
                 status = child.wait() => {
                     return match status {
-                        Ok(s) => lost(format!("{} while running the job; restarting it", describe_exit(s)), soft_sent, Some(s)),
-                        Err(e) => lost(format!("could not be waited for ({e}); restarting it"), soft_sent, None),
+                        Ok(s) => lost(describe_exit(s, soft_sent), Some(s)),
+                        Err(e) => lost(format!("could not be waited for ({e})"), None),
                     };
                 }
             }
