@@ -155,7 +155,7 @@ pub enum Runner {
     /// Subprocess per job.
     Exec(exec::ExecRunner),
     /// One long-lived subprocess, one JSON line per job.
-    Persistent(persistent::PersistentRunner),
+    Persistent(Box<persistent::PersistentRunner>),
     /// HTTP POST per job.
     Http(http::HttpRunner),
 }
@@ -174,11 +174,11 @@ impl Runner {
             }
             Handler::Persistent(argv) => {
                 exec::check_program(&argv[0]).map_err(SetupError::Program)?;
-                Runner::Persistent(persistent::PersistentRunner::new(
+                Runner::Persistent(Box::new(persistent::PersistentRunner::new(
                     argv.clone(),
                     settings.max_result_bytes,
                     settings.soft_signal,
-                ))
+                )))
             }
             Handler::Http(url) => Runner::Http(
                 http::HttpRunner::new(url.clone(), settings.max_result_bytes)
