@@ -3,6 +3,7 @@
 //! opens a connection or starts a process.
 
 use clap::{ArgGroup, Parser};
+use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ Exit status: 0 after SIGTERM/SIGINT and a clean drain; 1 on bad settings or when
 coordinator rejects the agent (token, queue names).";
 
 /// Lanes agent: leases one job at a time from the coordinator, runs it with a subprocess
-/// (`--exec`) or an HTTP call (`--http`), heartbeats while it runs and reports the outcome.
+/// (`--exec`, one process per job, or one long-lived process with `--persistent`) or an HTTP
+/// call (`--http`), heartbeats while it runs and reports the outcome.
 /// When nothing is ready it sleeps on the coordinator's wake stream (no polling).
 ///
 /// The handler contract (stdin, env vars, exit codes, progress lines, HTTP headers and
@@ -53,6 +55,17 @@ pub struct Cli {
     #[arg(long, env = "LANES_EXEC", value_name = "COMMAND")]
     pub exec: Option<String>,
 
+    /// With --exec: start the command once and keep it, sending it one job per line of JSON
+    /// on stdin and reading progress and the outcome as JSON lines on its stdout (the line
+    /// protocol in docs/handlers.md). Restarted after a crash, a timeout or a cancellation.
+    #[arg(
+        long,
+        env = "LANES_PERSISTENT",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub persistent: bool,
+
     /// POST each job's payload to this URL: 2xx = completed (body = result), 4xx = permanent
     /// failure (408 and 429 retry), 5xx, connection error or timeout = retry.
     #[arg(long, env = "LANES_HTTP", value_name = "URL")]
@@ -70,6 +83,17 @@ pub struct Cli {
     /// Handler time limit in ms, overriding the queue's job_timeout_ms.
     #[arg(long, env = "LANES_TIMEOUT_MS")]
     pub timeout_ms: Option<u64>,
+
+    /// Signal sent to an --exec handler (its process group) at the job's soft time limit
+    /// (the queue's or job's soft_timeout_ms): TERM, INT, HUP, USR1, USR2, or none to only
+    /// pass the time in LANES_JOB_SOFT_DEADLINE. The hard limit still kills.
+    #[arg(
+        long,
+        env = "LANES_SOFT_SIGNAL",
+        default_value = "TERM",
+        value_name = "SIGNAL"
+    )]
+    pub soft_signal: String,
 
     /// Largest result (handler stdout or HTTP body) accepted, in bytes; a larger one fails
     /// the job permanently.
@@ -93,8 +117,10 @@ pub struct Cli {
 /// How jobs are run.
 #[derive(Debug, Clone)]
 pub enum Handler {
-    /// A subprocess: program and arguments.
+    /// A subprocess per job: program and arguments.
     Exec(Vec<String>),
+    /// One long-lived subprocess taking jobs as JSON lines: program and arguments.
+    Persistent(Vec<String>),
     /// An HTTP endpoint receiving a POST per job.
     Http(reqwest::Url),
 }
@@ -120,6 +146,8 @@ pub struct Settings {
     pub grace: Duration,
     /// Handler time limit overriding the queue's.
     pub timeout: Option<Duration>,
+    /// Signal sent to a subprocess handler at the soft time limit (`None`: none).
+    pub soft_signal: Option<Signal>,
     /// Result size cap in bytes.
     pub max_result_bytes: usize,
     /// Reconnection backoff cap.
@@ -174,7 +202,11 @@ impl Cli {
             ));
         }
         let handler = match (self.exec, self.http) {
+            (Some(cmd), None) if self.persistent => Handler::Persistent(split_command(&cmd)?),
             (Some(cmd), None) => Handler::Exec(split_command(&cmd)?),
+            (None, Some(_)) if self.persistent => {
+                return invalid("--persistent goes with --exec, not --http".into());
+            }
             (None, Some(url)) => Handler::Http(parse_http_url(&url)?),
             _ => return invalid("give exactly one of --exec and --http".into()),
         };
@@ -195,6 +227,7 @@ impl Cli {
             heartbeat: positive_ms("--heartbeat-ms", self.heartbeat_ms)?,
             grace: Duration::from_secs(self.grace_period_secs),
             timeout: positive_ms("--timeout-ms", self.timeout_ms)?,
+            soft_signal: parse_soft_signal(&self.soft_signal)?,
             max_result_bytes: self.max_result_bytes,
             backoff_max: Duration::from_millis(self.backoff_max_ms.max(100)),
             rpc_timeout: Duration::from_millis(self.rpc_timeout_ms.max(100)),
@@ -222,6 +255,25 @@ fn positive_ms(flag: &str, ms: Option<u64>) -> Result<Option<Duration>, ConfigEr
         Some(0) => Err(ConfigError::Invalid(format!("{flag} must be above 0"))),
         other => Ok(other.map(Duration::from_millis)),
     }
+}
+
+/// The soft-limit signal by name (`TERM`, `sigterm`, `SIGUSR1`…), or `None` for `none`.
+fn parse_soft_signal(name: &str) -> Result<Option<Signal>, ConfigError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    Ok(Some(match bare {
+        "NONE" => return Ok(None),
+        "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "HUP" => Signal::SIGHUP,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "--soft-signal must be TERM, INT, HUP, USR1, USR2 or none (got {name:?})"
+            )));
+        }
+    }))
 }
 
 fn parse_http_url(url: &str) -> Result<reqwest::Url, ConfigError> {
@@ -357,6 +409,7 @@ mod tests {
         assert_eq!(s.coordinators, ["http://a:1", "http://b:2"]);
         assert!(matches!(s.handler, Handler::Exec(ref argv) if argv == &["cat"]));
         assert_eq!(s.grace, Duration::from_secs(25));
+        assert_eq!(s.soft_signal, Some(Signal::SIGTERM));
         use clap::CommandFactory;
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();
@@ -381,5 +434,25 @@ mod tests {
             parse(&["--http", "http://127.0.0.1:8000/import"]).map(|s| s.handler),
             Ok(Handler::Http(_))
         ));
+        assert!(parse(&["--exec", "cat", "--soft-signal", "KILL"]).is_err());
+    }
+
+    #[test]
+    fn soft_signals_and_persistent_handlers() {
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from([&["agent", "--queues", "q"][..], extra].concat())
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.settings().map_err(|e| e.to_string()))
+        };
+        let signal = |name| parse(&["--exec", "cat", "--soft-signal", name]).map(|s| s.soft_signal);
+        assert_eq!(signal("usr1"), Ok(Some(Signal::SIGUSR1)));
+        assert_eq!(signal("SIGINT"), Ok(Some(Signal::SIGINT)));
+        assert_eq!(signal("none"), Ok(None));
+        let persistent = parse(&["--exec", "python3 h.py", "--persistent"]).map(|s| s.handler);
+        assert!(
+            matches!(persistent, Ok(Handler::Persistent(ref argv)) if argv == &["python3", "h.py"]),
+            "{persistent:?}"
+        );
+        assert!(parse(&["--http", "http://h/", "--persistent"]).is_err());
     }
 }

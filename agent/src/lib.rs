@@ -5,7 +5,7 @@
 //! Where things happen: [`config`] (flags and env vars), [`connection`] (addresses,
 //! reconnection, auth, every RPC), [`lease_loop`] (lease → run → report, sleeping on the
 //! wake stream), [`supervise`] (one job: handler, heartbeats, time limits), [`heartbeat`],
-//! [`runner`] (`exec` and `http` handlers), [`shutdown`] (SIGTERM/SIGINT).
+//! [`runner`] (`exec`, `persistent` and `http` handlers), [`shutdown`] (SIGTERM/SIGINT).
 
 pub mod config;
 pub mod connection;

@@ -1,13 +1,15 @@
 //! The subprocess handler: one process per job, started directly (no shell) in its own
 //! process group, payload JSON on stdin, job metadata in `LANES_JOB_*` env vars and
 //! `TRACEPARENT`, result on stdout, outcome from the exit status, progress from
-//! `LANES_PROGRESS <percent> <message>` lines on stderr (the contract: docs/handlers.md).
+//! `LANES_PROGRESS <percent> <message>` lines on stderr (the contract: docs/handlers.md). At
+//! the soft time limit the group gets `--soft-signal` (SIGTERM by default), once.
 //!
 //! Must never: leave the handler's process group running after `run` returns, or let the
 //! handler outlive the agent (`PR_SET_PDEATHSIG`, see [`die_with_agent`]).
 
 use super::{
-    Outcome, Progress, ProgressTx, Run, TAIL_BYTES, Timing, error_message, result_json, tail,
+    Limits, Outcome, Progress, ProgressTx, Run, TAIL_BYTES, Timing, error_message, result_json,
+    send_soft_signal, soft_note, tail,
 };
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -19,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 /// Exit code of a permanent failure (sysexits `EX_DATAERR`): the job fails without retry.
 pub const EXIT_PERMANENT: i32 = 65;
@@ -32,19 +33,25 @@ const MAX_LINE: usize = 4096;
 
 /// After the handler exits, how long its output pipes may stay open (held by a process that
 /// left its group) before the agent stops reading them.
-const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// Runs `argv` once per job.
 #[derive(Debug, Clone)]
 pub struct ExecRunner {
     argv: Vec<String>,
     max_result: usize,
+    soft_signal: Option<Signal>,
 }
 
 impl ExecRunner {
-    /// A runner for the program and arguments `argv` (not empty: see `config::split_command`).
-    pub fn new(argv: Vec<String>, max_result: usize) -> Self {
-        ExecRunner { argv, max_result }
+    /// A runner for the program and arguments `argv` (not empty: see `config::split_command`)
+    /// sending `soft_signal` at the soft time limit.
+    pub fn new(argv: Vec<String>, max_result: usize, soft_signal: Option<Signal>) -> Self {
+        ExecRunner {
+            argv,
+            max_result,
+            soft_signal,
+        }
     }
 
     /// Runs the handler for one job; see the module docs.
@@ -52,7 +59,7 @@ impl ExecRunner {
         &self,
         meta: &super::JobMeta<'_>,
         progress: ProgressTx,
-        stop: &CancellationToken,
+        limits: &Limits,
     ) -> Run {
         let mut cmd = self.command(meta);
         let mut child = match cmd.spawn() {
@@ -91,9 +98,17 @@ impl ExecRunner {
             .take()
             .map(|r| tokio::spawn(read_stderr(r, progress)));
 
-        let exited = tokio::select! {
-            status = child.wait() => Some(status),
-            _ = stop.cancelled() => None,
+        let mut soft_seen = false;
+        let mut soft_sent = None;
+        let exited = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status),
+                _ = limits.stop.cancelled() => break None,
+                _ = limits.soft.cancelled(), if !soft_seen => {
+                    soft_seen = true;
+                    soft_sent = send_soft_signal(group, self.soft_signal);
+                }
+            }
         };
         // Stopping kills the whole group at once; after a normal exit it removes whatever the
         // handler left behind. (The group id is the handler's pid, reaped a moment ago: for it
@@ -113,7 +128,7 @@ impl ExecRunner {
         let outcome = match status {
             _ if stopped => Outcome::Stopped { detail: err_tail },
             Err(e) => failed(format!("waiting for the handler failed: {e}"), true),
-            Ok(s) => self.outcome(s, &out, overflow, &err_tail),
+            Ok(s) => self.outcome(s, &out, overflow, &err_tail, soft_sent),
         };
         Run {
             outcome,
@@ -127,6 +142,8 @@ impl ExecRunner {
     fn command(&self, meta: &super::JobMeta<'_>) -> Command {
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
+            // Not inherited from the agent's own environment when this job has none.
+            .env_remove("LANES_JOB_SOFT_DEADLINE")
             .envs(meta.items().into_iter().map(|(var, _, value)| (var, value)))
             // The agent's credentials are not the handler's business.
             .env_remove("LANES_TOKEN")
@@ -139,7 +156,15 @@ impl ExecRunner {
         cmd
     }
 
-    fn outcome(&self, status: ExitStatus, out: &[u8], overflow: bool, err_tail: &str) -> Outcome {
+    fn outcome(
+        &self,
+        status: ExitStatus,
+        out: &[u8],
+        overflow: bool,
+        err_tail: &str,
+        soft_sent: Option<Signal>,
+    ) -> Outcome {
+        let after = soft_note(soft_sent);
         match status.code() {
             Some(0) if overflow => failed(
                 format!(
@@ -152,27 +177,39 @@ impl ExecRunner {
                 result: result_json(out),
             },
             Some(EXIT_PERMANENT) => failed(
-                error_message("handler exited with code 65 (permanent failure)", err_tail),
+                error_message(
+                    &format!("handler exited with code 65 (permanent failure){after}"),
+                    err_tail,
+                ),
                 false,
             ),
-            Some(code) => failed(
-                error_message(&format!("handler exited with code {code}"), err_tail),
+            _ => failed(
+                error_message(
+                    &format!("handler {}", describe_exit(status, soft_sent)),
+                    err_tail,
+                ),
                 true,
             ),
-            None => {
-                let sig = status.signal().map_or_else(
-                    || "an unknown signal".to_owned(),
-                    |s| {
-                        Signal::try_from(s)
-                            .map_or_else(|_| format!("signal {s}"), |s| s.to_string())
-                    },
-                );
-                failed(
-                    error_message(&format!("handler was killed by {sig}"), err_tail),
-                    true,
-                )
-            }
         }
+    }
+}
+
+/// "exited with code 3", "was killed by SIGKILL", followed by " after SIGTERM at its soft
+/// time limit" when that signal was sent — or "was killed by SIGTERM, sent at its soft time
+/// limit" when that is what ended it.
+pub(crate) fn describe_exit(status: ExitStatus, soft_sent: Option<Signal>) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}{}", soft_note(soft_sent));
+    }
+    let Some(raw) = status.signal() else {
+        return format!("was killed by an unknown signal{}", soft_note(soft_sent));
+    };
+    match Signal::try_from(raw) {
+        Ok(sig) if Some(sig) == soft_sent => {
+            format!("was killed by {sig}, sent at its soft time limit")
+        }
+        Ok(sig) => format!("was killed by {sig}{}", soft_note(soft_sent)),
+        Err(_) => format!("was killed by signal {raw}{}", soft_note(soft_sent)),
     }
 }
 
@@ -199,7 +236,7 @@ pub fn check_program(program: &str) -> Result<(), String> {
     }
 }
 
-fn failed(error: String, retryable: bool) -> Outcome {
+pub(crate) fn failed(error: String, retryable: bool) -> Outcome {
     Outcome::Failed {
         error,
         retryable,
@@ -208,7 +245,7 @@ fn failed(error: String, retryable: bool) -> Outcome {
 }
 
 /// SIGKILLs the process group `group` (the handler and anything it started).
-fn kill_group(group: Option<i32>) {
+pub(crate) fn kill_group(group: Option<i32>) {
     let Some(pgid) = group else { return };
     match killpg(Pid::from_raw(pgid), Signal::SIGKILL) {
         Ok(()) | Err(Errno::ESRCH) => {}
@@ -225,7 +262,7 @@ fn kill_group(group: Option<i32>) {
 /// with its group on timeout, cancellation and lease loss, but only get this protection if
 /// they ask for it themselves.
 #[allow(unsafe_code)]
-fn die_with_agent(cmd: &mut Command) {
+pub(crate) fn die_with_agent(cmd: &mut Command) {
     let agent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only
     // async-signal-safe operations are allowed. It makes two raw system calls, prctl(2) and
@@ -244,7 +281,7 @@ fn die_with_agent(cmd: &mut Command) {
 }
 
 /// Awaits a reader task, giving up (and aborting it) if the pipe stays open too long.
-async fn drain<T: Default>(task: Option<JoinHandle<T>>) -> Option<T> {
+pub(crate) async fn drain<T: Default>(task: Option<JoinHandle<T>>) -> Option<T> {
     let mut task = task?;
     match tokio::time::timeout(DRAIN_LIMIT, &mut task).await {
         Ok(r) => r.ok(),

@@ -1,14 +1,19 @@
-//! Runs one job's handler — a subprocess ([`exec`]) or an HTTP call ([`http`]) — and turns
-//! what it did into an [`Outcome`]. A runner never talks to the coordinator and never decides
-//! about time limits: the supervisor cancels `stop` (timeout, cancellation, lease loss,
-//! shutdown) and the runner must then stop the handler at once and return.
+//! Runs one job's handler — a subprocess per job ([`exec`]), one long-lived subprocess fed
+//! JSON lines ([`persistent`]) or an HTTP call ([`http`]) — and turns what it did into an
+//! [`Outcome`]. A runner never talks to the coordinator and never decides about time limits:
+//! the supervisor cancels `soft` at the soft time limit (the runner then warns the handler)
+//! and `stop` at the end (timeout, cancellation, lease loss, shutdown), and the runner must
+//! then stop the handler at once and return.
 
 pub mod exec;
 pub mod http;
+pub mod persistent;
 
 use crate::config::{Handler, Settings};
 use chrono::{DateTime, SecondsFormat, Utc};
 use lanes_proto::v1::LeasedJob;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +82,8 @@ pub struct JobMeta<'a> {
     pub job: &'a LeasedJob,
     /// When the agent will stop the handler.
     pub deadline: DateTime<Utc>,
+    /// When the handler is asked to wrap up (the soft time limit), if there is one.
+    pub soft_deadline: Option<DateTime<Utc>>,
     /// W3C traceparent to continue.
     pub traceparent: String,
     /// W3C tracestate that goes with it; empty for none (then not passed on).
@@ -109,15 +116,27 @@ impl JobMeta<'_> {
             (
                 "LANES_JOB_DEADLINE",
                 "x-lanes-deadline",
-                self.deadline.to_rfc3339_opts(SecondsFormat::Millis, true),
+                rfc3339(self.deadline),
             ),
             ("TRACEPARENT", "traceparent", self.traceparent.clone()),
         ];
+        if let Some(soft) = self.soft_deadline {
+            items.push((
+                "LANES_JOB_SOFT_DEADLINE",
+                "x-lanes-soft-deadline",
+                rfc3339(soft),
+            ));
+        }
         if !self.tracestate.is_empty() {
             items.push(("TRACESTATE", "tracestate", self.tracestate.clone()));
         }
         items
     }
+}
+
+/// A time as handlers get it: RFC 3339, UTC, milliseconds (`2026-01-01T12:10:00.000Z`).
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// A handler that cannot be set up.
@@ -135,6 +154,8 @@ pub enum SetupError {
 pub enum Runner {
     /// Subprocess per job.
     Exec(exec::ExecRunner),
+    /// One long-lived subprocess, one JSON line per job.
+    Persistent(Box<persistent::PersistentRunner>),
     /// HTTP POST per job.
     Http(http::HttpRunner),
 }
@@ -148,7 +169,16 @@ impl Runner {
                 Runner::Exec(exec::ExecRunner::new(
                     argv.clone(),
                     settings.max_result_bytes,
+                    settings.soft_signal,
                 ))
+            }
+            Handler::Persistent(argv) => {
+                exec::check_program(&argv[0]).map_err(SetupError::Program)?;
+                Runner::Persistent(Box::new(persistent::PersistentRunner::new(
+                    argv.clone(),
+                    settings.max_result_bytes,
+                    settings.soft_signal,
+                )))
             }
             Handler::Http(url) => Runner::Http(
                 http::HttpRunner::new(url.clone(), settings.max_result_bytes)
@@ -157,18 +187,52 @@ impl Runner {
         })
     }
 
-    /// Runs the handler for one job until it ends or `stop` is cancelled.
-    pub async fn run(
-        &self,
-        meta: &JobMeta<'_>,
-        progress: ProgressTx,
-        stop: &CancellationToken,
-    ) -> Run {
+    /// Runs the handler for one job until it ends or `stop` is cancelled; `soft` is
+    /// cancelled at the soft time limit (an HTTP handler only has its header for that).
+    pub async fn run(&self, meta: &JobMeta<'_>, progress: ProgressTx, limits: &Limits) -> Run {
         match self {
-            Runner::Exec(r) => r.run(meta, progress, stop).await,
-            Runner::Http(r) => r.run(meta, stop).await,
+            Runner::Exec(r) => r.run(meta, progress, limits).await,
+            Runner::Persistent(r) => r.run(meta, progress, limits).await,
+            Runner::Http(r) => r.run(meta, &limits.stop).await,
         }
     }
+}
+
+/// The supervisor's say over a running handler.
+#[derive(Debug, Default)]
+pub struct Limits {
+    /// Cancelled at the soft time limit: warn the handler (once).
+    pub soft: CancellationToken,
+    /// Cancelled when the handler must stop at once.
+    pub stop: CancellationToken,
+}
+
+/// Sends the soft-limit signal to the process group `group`, logging it; returns the signal
+/// if it was sent.
+pub fn send_soft_signal(group: Option<i32>, signal: Option<Signal>) -> Option<Signal> {
+    let Some(sig) = signal else {
+        tracing::info!("soft time limit reached (--soft-signal none: no signal sent)");
+        return None;
+    };
+    let pgid = group?;
+    match killpg(Pid::from_raw(pgid), sig) {
+        Ok(()) => {
+            tracing::info!(signal = %sig, pgid, "soft time limit reached: signal sent to the handler");
+            Some(sig)
+        }
+        Err(e) => {
+            // ESRCH: it is exiting on its own just now.
+            tracing::info!(signal = %sig, error = %e, "soft time limit reached: the handler could not be signalled");
+            None
+        }
+    }
+}
+
+/// " after SIGTERM at its soft time limit" when that signal was sent, for error headlines.
+pub fn soft_note(sent: Option<Signal>) -> String {
+    sent.map_or_else(String::new, |s| {
+        format!(" after {s} at its soft time limit")
+    })
 }
 
 /// The result to send for a handler's output: "" (null) when blank, the text itself when it
