@@ -45,7 +45,10 @@ async fn backlog(db: &mut PgConnection, n: usize, keyed: bool, delay_s: i64) -> 
                  array_fill(NULL::timestamptz, ARRAY[$2]), array_fill($4::int8, ARRAY[$2]),
                  array_fill(NULL::text, ARRAY[$2]), array_fill(NULL::text, ARRAY[$2]),
                  array_fill(NULL::text, ARRAY[$2]), array_fill(NULL::text, ARRAY[$2]),
-                 array_fill(NULL::text, ARRAY[$2]))",
+                 array_fill(NULL::text, ARRAY[$2]), array_fill(NULL::int, ARRAY[$2]),
+                 array_fill(NULL::int8, ARRAY[$2]), array_fill(NULL::int8, ARRAY[$2]),
+                 array_fill(NULL::int8, ARRAY[$2]), array_fill(NULL::int8, ARRAY[$2]),
+                 array_fill(false, ARRAY[$2]))",
         )
         .bind(Q)
         .bind(count as i32)
@@ -74,7 +77,9 @@ async fn a_delayed_backlog_costs_a_lease_nothing() -> anyhow::Result<()> {
         sqlx::query(
             "SELECT count(*) FROM transitions.enqueue(ARRAY[$1], ARRAY[$2], ARRAY['{}'],
                ARRAY[0], ARRAY[NULL::timestamptz], ARRAY[NULL::int8], ARRAY[NULL::text],
-               ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text])",
+               ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::text],
+               ARRAY[NULL::int], ARRAY[NULL::int8], ARRAY[NULL::int8], ARRAY[NULL::int8],
+               ARRAY[NULL::int8], ARRAY[false])",
         )
         .bind(Q)
         .bind(if lane.is_empty() { None } else { Some(lane) })
