@@ -72,10 +72,15 @@ $fn$;
 -- agent's queues has a priority as high; otherwise it advances as usual and nothing is
 -- handed over. Returns the job handed over (if any) and how the lane's counts changed
 -- (lane_delta): the caller counts.
+--
+-- A generic plan for every statement: the guard below (`p_queue = ANY(p_queues)` and the two
+-- NOT EXISTS probes) otherwise got a custom plan on every call, 0.3 ms of planning per
+-- hand-off (pg_stat_statements: 20,017 plans for 20,000 calls); its generic plan is the same
+-- index probes.
 CREATE FUNCTION transitions.hand_over(p_queue text, p_lane text, p_state lane_state,
     p_queued int, p_agent text, p_queues text[], p_request text,
     OUT o_next leased_job, OUT d_scheduled int, OUT d_ready int)
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
     v_next record;
     q queues;

@@ -210,10 +210,13 @@ RETURNS leased_job LANGUAGE plpgsql AS $fn$
 DECLARE
     v_job jobs;
 BEGIN
+    -- started_at is the clock at the grant, not now() (this transaction's start): a lease
+    -- that began before the lane's previous job was completed, and found the lane ready once
+    -- that commit landed, would otherwise record a start before the previous job's finish.
     UPDATE jobs SET state = 'running', attempt = attempt + 1,
         lease_token = nextval('lease_tokens'),
         lease_expires_at = now() + q.lease_ttl_ms * interval '1 millisecond',
-        agent_id = p_agent, lease_request = p_request, started_at = now(),
+        agent_id = p_agent, lease_request = p_request, started_at = clock_timestamp(),
         progress_percent = NULL, progress_message = NULL, result = NULL
     WHERE id = p_id AND state = 'pending'
     RETURNING * INTO v_job;
