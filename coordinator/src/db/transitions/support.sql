@@ -209,14 +209,17 @@ CREATE FUNCTION transitions.grant(p_id bigint, p_agent text, p_request text, q q
 RETURNS leased_job LANGUAGE plpgsql AS $fn$
 DECLARE
     v_job jobs;
+    -- The clock at the grant, not now() (this transaction's start): a lease that began
+    -- before the lane's previous job was completed, and found the lane ready once that
+    -- commit landed, would otherwise record a start before the previous job's finish. The
+    -- lease runs from the same instant: agents read the run's limits as deadline minus
+    -- lease expiry plus the TTL.
+    v_start timestamptz := clock_timestamp();
 BEGIN
-    -- started_at is the clock at the grant, not now() (this transaction's start): a lease
-    -- that began before the lane's previous job was completed, and found the lane ready once
-    -- that commit landed, would otherwise record a start before the previous job's finish.
     UPDATE jobs SET state = 'running', attempt = attempt + 1,
         lease_token = nextval('lease_tokens'),
-        lease_expires_at = now() + q.lease_ttl_ms * interval '1 millisecond',
-        agent_id = p_agent, lease_request = p_request, started_at = clock_timestamp(),
+        lease_expires_at = v_start + q.lease_ttl_ms * interval '1 millisecond',
+        agent_id = p_agent, lease_request = p_request, started_at = v_start,
         progress_percent = NULL, progress_message = NULL, result = NULL
     WHERE id = p_id AND state = 'pending'
     RETURNING * INTO v_job;
