@@ -341,6 +341,16 @@ pub struct BulkResult {
     pub more: bool,
 }
 
+impl From<pb::BulkFailedResponse> for BulkResult {
+    fn from(r: pb::BulkFailedResponse) -> Self {
+        BulkResult {
+            success: true,
+            count: r.count,
+            more: r.more,
+        }
+    }
+}
+
 fn bulk_request(queue: &str) -> Result<pb::BulkFailedRequest, ApiError> {
     limits::queue_name("queue", queue).map_err(field_error)?;
     Ok(pb::BulkFailedRequest {
@@ -366,11 +376,7 @@ pub async fn retry_failed(
         .bulk_retry_failed(req)
         .await?
         .into_inner();
-    Ok(Json(BulkResult {
-        success: true,
-        count: r.count,
-        more: r.more,
-    }))
+    Ok(Json(BulkResult::from(r)))
 }
 
 /// Discards every failed job of the queue: each ends cancelled, exactly as POST
@@ -391,9 +397,5 @@ pub async fn cancel_failed(
         .bulk_cancel_failed(req)
         .await?
         .into_inner();
-    Ok(Json(BulkResult {
-        success: true,
-        count: r.count,
-        more: r.more,
-    }))
+    Ok(Json(BulkResult::from(r)))
 }
