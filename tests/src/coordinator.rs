@@ -53,6 +53,13 @@ impl Coordinator {
         Self::start_logging(database_url, extra, "warn", &[]).await
     }
 
+    /// Starts one with the binary's own defaults (no [`TEST_ARGS`]) plus `extra`, logging
+    /// warnings only: capacity benchmarks measure what a deployment runs.
+    pub async fn start_defaults(database_url: &str, extra: &[&str]) -> anyhow::Result<Coordinator> {
+        let args = extra.iter().map(|s| s.to_string()).collect();
+        Self::start_on(database_url, procs::free_port(), args, "warn").await
+    }
+
     /// Starts one whose safety tick (one minute) never fires during a test, so agents are
     /// woken only by the path under test: an enqueue, a Wake call, another replica's NOTIFY.
     pub async fn start_slow_tick(database_url: &str) -> anyhow::Result<Coordinator> {

@@ -3,9 +3,11 @@
 //!
 //!   cargo build --release --bins && LANES_PG_DURABLE=1 target/release/bench [scenario…]
 //!
-//! Scenarios: enqueue, throughput, backlog, delayed, pickup, hotlane, webhooks, stats, cost
-//! (default: all but stats, which loads 10 million rows, and cost, which wants
-//! LANES_PG_STAT_STATEMENTS=1).
+//! Scenarios: enqueue, throughput, backlog, delayed, pickup, hotlane, webhooks, stats, cost,
+//! capacity (default: all but stats, which loads 10 million rows, cost, which wants
+//! LANES_PG_STAT_STATEMENTS=1, and capacity, which starts up to 200 agent processes).
+
+mod capacity;
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -64,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             "pickup" => pickup().await?,
             "hotlane" => hotlane().await?,
             "webhooks" => webhooks(5_000).await?,
+            "capacity" => capacity::run().await?,
             other => anyhow::bail!("unknown scenario {other}; known: {all:?}"),
         }
     }
