@@ -109,7 +109,7 @@ pub struct Cli {
     pub rpc_timeout_ms: u64,
 
     /// An idle agent whose wake stream stays silent this long (the coordinator sends a
-    /// keep-alive about every 30 s) reconnects and leases once.
+    /// keep-alive about every 30 s, which costs no call) reconnects and leases once.
     #[arg(long, env = "LANES_IDLE_TIMEOUT_SECS", default_value_t = 90)]
     pub idle_timeout_secs: u64,
 }

@@ -236,42 +236,52 @@ impl Agent {
         }
     }
 
-    /// Waits on the wake stream for a reason to lease again (or for draining).
+    /// Waits on the wake stream for a reason to lease again (or for draining). A keep-alive
+    /// (a `tick` naming no queue) only proves the stream alive: an idle agent makes no call
+    /// for it, so idle agents cost the database nothing however many there are. Agents the
+    /// coordinator believes awake are put back to sleep by their replica, not by polling.
     async fn sleep(&mut self) {
-        let Some(stream) = self.wake.as_mut() else {
-            return;
-        };
         let idle = self.settings.idle_timeout;
-        let keep = tokio::select! {
-            event = stream.message() => match event {
-                Ok(Some(e)) => {
-                    tracing::debug!(reason = %e.reason, queue = %e.queue, "woken");
-                    true
-                }
-                Ok(None) => {
-                    tracing::info!("wake stream closed by the coordinator; reconnecting");
-                    self.conn.leave();
+        loop {
+            let Some(stream) = self.wake.as_mut() else {
+                return;
+            };
+            let keep = tokio::select! {
+                event = stream.message() => match event {
+                    Ok(Some(e)) if e.reason == "tick" && e.queue.is_empty() => {
+                        tracing::debug!("keep-alive");
+                        continue;
+                    }
+                    Ok(Some(e)) => {
+                        tracing::debug!(reason = %e.reason, queue = %e.queue, "woken");
+                        true
+                    }
+                    Ok(None) => {
+                        tracing::info!("wake stream closed by the coordinator; reconnecting");
+                        self.conn.leave();
+                        false
+                    }
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        // Its coordinator is shutting down: straight to the next one.
+                        tracing::info!(error = %s.message(), "coordinator going away; moving to the next one");
+                        self.conn.leave();
+                        false
+                    }
+                    Err(s) => {
+                        tracing::warn!(code = ?s.code(), error = %s.message(), "wake stream broken; reconnecting");
+                        false
+                    }
+                },
+                _ = tokio::time::sleep(idle) => {
+                    tracing::warn!(silent = ?idle, "wake stream silent; reconnecting");
                     false
                 }
-                Err(s) if s.code() == tonic::Code::Unavailable => {
-                    // Its coordinator is shutting down: straight to the next one.
-                    tracing::info!(error = %s.message(), "coordinator going away; moving to the next one");
-                    self.conn.leave();
-                    false
-                }
-                Err(s) => {
-                    tracing::warn!(code = ?s.code(), error = %s.message(), "wake stream broken; reconnecting");
-                    false
-                }
-            },
-            _ = tokio::time::sleep(idle) => {
-                tracing::warn!(silent = ?idle, "wake stream silent; reconnecting");
-                false
+                _ = self.shutdown.draining.cancelled() => true,
+            };
+            if !keep {
+                self.wake = None;
             }
-            _ = self.shutdown.draining.cancelled() => true,
-        };
-        if !keep {
-            self.wake = None;
+            return;
         }
     }
 

@@ -100,7 +100,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LANES_TICK_MS", default_value_t = 2000)]
     pub tick_ms: u64,
 
-    /// Send each idle agent a keep-alive every this many ticks (its safety lease).
+    /// Every this many ticks: a keep-alive on each wake stream (agents make no call for it),
+    /// and this replica's agents marked awake with no job are put back to sleep.
     #[arg(long, env = "LANES_KEEPALIVE_TICKS", default_value_t = 15)]
     pub keepalive_ticks: u32,
 

@@ -259,7 +259,8 @@ impl Waker {
     }
 
     /// Refreshes this replica's agents and wakes asleep ones for work that became ready
-    /// without an enqueue (delayed jobs, retry backoffs) or whose wake was lost.
+    /// without an enqueue (delayed jobs, retry backoffs) or whose wake was lost. With the
+    /// keep-alive, agents marked awake with nothing running are first put back to sleep.
     async fn safety_tick(&self, keepalive: bool) {
         let ids = self.local_ids();
         if ids.is_empty() {
@@ -267,6 +268,16 @@ impl Waker {
         }
         if let Err(e) = agents::touch(&self.pool, &ids, self.stale_ms).await {
             tracing::warn!(error = %e, "could not refresh agents");
+        }
+        if keepalive {
+            match agents::rest(&self.pool, &ids).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(
+                    agents = n,
+                    "agents marked awake without a job put back to sleep"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not put idle agents back to sleep"),
+            }
         }
         for queue in self.local_queues() {
             match stats::ready(&self.pool, Some(&queue)).await {

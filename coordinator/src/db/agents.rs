@@ -96,6 +96,25 @@ pub async fn touch(db: &PgPool, stream_ids: &[String], stale_ms: i64) -> Result<
     Ok(())
 }
 
+/// Puts this replica's agents (streams `stream_ids`) that are marked awake with no running
+/// job back to sleep, so wake claims see them again. A claim whose event never reached its
+/// agent (a NOTIFY lost while a listener reconnected) leaves the agent marked awake while it
+/// sleeps; this one statement per replica recovers it, where every idle agent leasing now
+/// and then would be per-agent polling. An agent caught between being woken and leasing is
+/// at worst claimed twice (one wake wasted; the safety tick wakes another for the job).
+pub async fn rest(db: &PgPool, stream_ids: &[String]) -> Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE agents a SET asleep = true, asleep_since = now()
+         WHERE a.coordinator_id = ANY($1) AND NOT a.asleep
+           AND NOT EXISTS (SELECT 1 FROM jobs j
+                           WHERE j.state = 'running' AND j.agent_id = a.agent_id)",
+        stream_ids
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 /// Claims up to `n` asleep agents serving `queue` (any queue when `None`) and marks them awake.
 pub async fn claim(
     db: &PgPool,
