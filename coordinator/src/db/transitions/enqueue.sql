@@ -21,7 +21,9 @@ CREATE FUNCTION transitions.enqueue(p_queues text[], p_lanes text[], p_payloads 
     p_replace boolean[])
 RETURNS TABLE (o_created boolean, o_replaced boolean, o_position_in_lane bigint,
                o_position_in_queue bigint, o_ready boolean, o_job job_view)
-LANGUAGE plpgsql AS $fn$
+-- Generic plans: planning its nine statements was half of a single job's enqueue (2.6 ms
+-- to 1.45 ms on the dev server), and a batch of 1,000 runs the same either way (65-90 ms).
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
     -- Ids are drawn first, in input order: each input then knows its row without relying
     -- on the order RETURNING emits rows in, and a lane's jobs of one batch keep their order.

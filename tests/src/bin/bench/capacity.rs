@@ -4,9 +4,11 @@
 //!
 //! Per agent count, first with the agents idle: what they cost the database (transactions,
 //! Lease calls and server CPU over a window longer than the keep-alive), then pickup (one
-//! job at a time into idle agents: enqueue commit to handler start, the database's clocks).
+//! job at a time into idle agents: from the enqueue's transaction to the grant of its lease,
+//! on the database's clock).
 //! Per handler, a drain of a backlog enqueued while the queue was paused: jobs/s, the
-//! replicas' Lease and hand-off latency, the most server connections seen, and CPU per job
+//! replicas' Lease and hand-off latency (from a tenth of the backlog on: the steady state,
+//! not every agent leasing at once on resume), the most server connections seen, CPU per job
 //! of PostgreSQL, the replicas and the agents. Each drain is checked: every job completed
 //! once, one at a time per lane, in lane order.
 //!
@@ -60,9 +62,10 @@ pub async fn run() -> anyhow::Result<()> {
         IDLE_WINDOW.as_secs()
     );
     println!(
-        "capacity: | agents | Lease calls | transactions | per agent per minute | PostgreSQL CPU |"
+        "capacity: | agents | Lease calls | statements (pg_stat_statements) | transactions | \
+         per agent per minute | PostgreSQL CPU |"
     );
-    println!("capacity: |---:|---:|---:|---:|---:|");
+    println!("capacity: |---:|---:|---:|---:|---:|---:|");
     for r in idle_rows {
         println!("capacity: {r}");
     }
@@ -160,14 +163,40 @@ impl Case {
             self.xacts().await?,
             server_cpu(postmaster)?,
         );
+        // With LANES_PG_STAT_STATEMENTS=1, which statements ran in the window, and how often.
+        let statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&self.pool)
+            .await
+            .is_ok()
+            && sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&self.pool)
+                .await
+                .is_ok();
         tokio::time::sleep(IDLE_WINDOW).await;
         // The counting queries themselves are two transactions.
         let xacts = self.xacts().await? - xacts0 - 1;
+        let mut calls = String::from("–");
+        if statements {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 80), calls
+                 FROM pg_stat_statements
+                 WHERE toplevel AND dbid = (SELECT oid FROM pg_database
+                                            WHERE datname = current_database())
+                   AND query NOT LIKE '%pg_stat_%'
+                 ORDER BY calls DESC",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            calls = rows.iter().map(|(_, c)| c).sum::<i64>().to_string();
+            for (q, c) in rows.iter().take(14) {
+                println!("capacity: idle, {n} agents: {c:>5} × {q}");
+            }
+        }
         let leases = self.rpc_count("Lease").await? - leases0;
         let cpu = server_cpu(postmaster)? - cpu0;
         let minutes = IDLE_WINDOW.as_secs_f64() / 60.0;
         Ok(format!(
-            "| {n} | {leases:.0} | {xacts} | {:.2} Lease calls | {:.1} ms/s |",
+            "| {n} | {leases:.0} | {calls} | {xacts} | {:.2} Lease calls | {:.1} ms/s |",
             leases / n as f64 / minutes,
             cpu * 1000.0 / IDLE_WINDOW.as_secs_f64()
         ))
@@ -189,8 +218,6 @@ impl Case {
                 queue: QUEUE.into(),
             })
             .await?;
-        let lease0 = self.buckets("Lease").await?;
-        let complete0 = self.buckets("Complete").await?;
         // One caller: each batch is acknowledged before the next is sent, so a lane's ids are
         // its arrival order (concurrent batches have none between them).
         fill(&self.client, QUEUE, "lane-", LANES, total, 1).await?;
@@ -206,11 +233,26 @@ impl Case {
             .await?;
         let mut connections = 0;
         let deadline = Instant::now() + Duration::from_secs(600);
-        while self.completed().await? < total as i64 + 1 + PICKUPS as i64 {
+        let before = 1 + PICKUPS as i64;
+        // Latency is read in the steady state: from a tenth of the backlog on, past the
+        // stampede of every agent leasing at once on resume.
+        let mut steady = None;
+        loop {
+            let done = self.completed().await? - before;
+            if done >= total as i64 {
+                break;
+            }
+            if steady.is_none() && done >= total as i64 / 10 {
+                steady = Some((
+                    self.buckets("Lease").await?,
+                    self.buckets("Complete").await?,
+                ));
+            }
             anyhow::ensure!(Instant::now() < deadline, "the drain took over 10 minutes");
             connections = connections.max(self.connections().await?);
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        let (lease0, complete0) = steady.unwrap_or_default();
         let (pg, coord, agents) = (
             server_cpu(postmaster)? - pg0,
             cpu_of(&pids) - coord0,
@@ -244,7 +286,7 @@ impl Case {
     }
 
     /// One job at a time into idle agents, each on a lane of its own, spread over the
-    /// replicas: enqueue commit to handler start (`created_at` to `started_at`), in µs.
+    /// replicas: the enqueue's transaction to the lease's grant (`created_at` to `started_at`), in µs.
     async fn pickup(&self) -> anyhow::Result<Histogram<u64>> {
         let mut hist = Histogram::<u64>::new(3)?;
         for i in 0..PICKUPS {

@@ -502,6 +502,12 @@ async fn pickup() -> anyhow::Result<()> {
         .await?
         .into_inner();
     let mut hist = Histogram::<u64>::new(3)?;
+    // Its phases: the Enqueue's answer, then the wake event, then the Lease's answer.
+    let mut phases = [
+        Histogram::<u64>::new(3)?,
+        Histogram::<u64>::new(3)?,
+        Histogram::<u64>::new(3)?,
+    ];
     let stop = Arc::new(AtomicBool::new(false));
     for i in 0..300 {
         // Sleep as an idle agent does: an empty Lease marks it asleep.
@@ -517,15 +523,19 @@ async fn pickup() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let t = Instant::now();
         client.enqueue(job("bench", format!("lane-{i}"))).await?;
+        let answered = t.elapsed();
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await?;
             match ev {
-                Some(Ok(e)) if e.reason != "tick" => break,
+                // Any wake naming the queue (an enqueue's, or the safety tick's when it
+                // claimed the agent first); a keep-alive names none.
+                Some(Ok(e)) if !e.queue.is_empty() => break,
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e.into()),
                 None => anyhow::bail!("wake stream closed"),
             }
         }
+        let woken = t.elapsed();
         let leased = agent
             .lease(pb::LeaseRequest {
                 agent_id: id.clone(),
@@ -537,7 +547,14 @@ async fn pickup() -> anyhow::Result<()> {
         let j = leased
             .job
             .ok_or_else(|| anyhow::anyhow!("woken but nothing to lease"))?;
-        hist.record(t.elapsed().as_micros() as u64)?;
+        let took = t.elapsed();
+        hist.record(took.as_micros() as u64)?;
+        for (h, d) in phases
+            .iter_mut()
+            .zip([answered, woken - answered, took - woken])
+        {
+            h.record(d.as_micros() as u64)?;
+        }
         agent
             .complete(pb::CompleteRequest {
                 job_id: j.id,
@@ -551,6 +568,16 @@ async fn pickup() -> anyhow::Result<()> {
         "pickup: Enqueue → WakeStream event → Lease returns the job, 300 samples: {}",
         pct(&hist)
     );
+    for (name, h) in [
+        "Enqueue answered",
+        "then the wake event",
+        "then Lease answered",
+    ]
+    .iter()
+    .zip(&phases)
+    {
+        println!("pickup:   {name}: {}", pct(h));
+    }
     Ok(())
 }
 
