@@ -378,6 +378,9 @@ def promises(case: str, docs: list[dict], values: dict) -> None:
         check(aenv["LANES_HTTP"]["value"] == a["http"] and "LANES_EXEC" not in aenv, "HTTP handler")
     else:
         check(aenv["LANES_EXEC"]["value"] == a["exec"] and "LANES_HTTP" not in aenv, "exec handler")
+        check(("LANES_PERSISTENT" in aenv) == bool(a.get("persistent")), "persistent handler")
+        check(aenv.get("LANES_SOFT_SIGNAL", {}).get("value", "") == a.get("softSignal", ""),
+              "soft-limit signal")
     scaled = by_kind(docs, "ScaledObject")
     if values["keda"]["enabled"]:
         check("replicas" not in agent["spec"], "no agent replicas under KEDA")

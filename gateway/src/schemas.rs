@@ -333,7 +333,7 @@ pub fn callback_url() -> Schema {
         "Called (POST, JSON) when the job completes: an http:// or https:// URL of at most \
          2048 bytes that reaches a public address, unless the coordinator's --callback-allow \
          lists it (loopback, private, link-local and cloud metadata addresses are refused). \
-         Empty or null: none.",
+         Empty or null: none. Also accepted under the name `callback`.",
     )
 }
 
