@@ -239,7 +239,8 @@ impl Agent {
     /// Waits on the wake stream for a reason to lease again (or for draining). A keep-alive
     /// (a `tick` naming no queue) only proves the stream alive: an idle agent makes no call
     /// for it, so idle agents cost the database nothing however many there are. Agents the
-    /// coordinator believes awake are put back to sleep by their replica, not by polling.
+    /// coordinator believes awake while they sleep are put back to sleep by their replica,
+    /// not by polling.
     async fn sleep(&mut self) {
         let idle = self.settings.idle_timeout;
         loop {

@@ -101,7 +101,8 @@ pub struct ServeArgs {
     pub tick_ms: u64,
 
     /// Every this many ticks: a keep-alive on each wake stream (agents make no call for it),
-    /// and this replica's agents marked awake with no job are put back to sleep.
+    /// and this replica's agents marked awake with no job at two keep-alives in a row are put
+    /// back to sleep.
     #[arg(long, env = "LANES_KEEPALIVE_TICKS", default_value_t = 15)]
     pub keepalive_ticks: u32,
 

@@ -51,6 +51,8 @@ pub struct Waker {
     pub waiters: crate::waiters::Waiters,
     /// Agents not refreshed for this long count as gone.
     pub stale_ms: i64,
+    /// This replica's agents found marked awake with nothing running at the last keep-alive.
+    idle_awake: Mutex<Vec<String>>,
 }
 
 impl Waker {
@@ -67,6 +69,7 @@ impl Waker {
             replica,
             serial: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
+            idle_awake: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
             requests,
             waiters: crate::waiters::Waiters::default(),
@@ -260,7 +263,8 @@ impl Waker {
 
     /// Refreshes this replica's agents and wakes asleep ones for work that became ready
     /// without an enqueue (delayed jobs, retry backoffs) or whose wake was lost. With the
-    /// keep-alive, agents marked awake with nothing running are first put back to sleep.
+    /// keep-alive, agents found marked awake with nothing running at two keep-alives in a row
+    /// are first put back to sleep.
     async fn safety_tick(&self, keepalive: bool) {
         let ids = self.local_ids();
         if ids.is_empty() {
@@ -270,12 +274,18 @@ impl Waker {
             tracing::warn!(error = %e, "could not refresh agents");
         }
         if keepalive {
-            match agents::rest(&self.pool, &ids).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(
-                    agents = n,
-                    "agents marked awake without a job put back to sleep"
-                ),
+            let seen =
+                std::mem::take(&mut *self.idle_awake.lock().unwrap_or_else(|p| p.into_inner()));
+            match agents::rest(&self.pool, &ids, &seen).await {
+                Ok((still, rested)) => {
+                    if rested > 0 {
+                        tracing::debug!(
+                            agents = rested,
+                            "agents marked awake without a job put back to sleep"
+                        );
+                    }
+                    *self.idle_awake.lock().unwrap_or_else(|p| p.into_inner()) = still;
+                }
                 Err(e) => tracing::warn!(error = %e, "could not put idle agents back to sleep"),
             }
         }

@@ -116,7 +116,7 @@ async fn keep_alives_cost_no_call_and_a_lost_wake_is_recovered_by_the_replica() 
     let mut client = coord.client().await?;
     let payload = serde_json::json!({"file": dir.path().join("runs.log"), "lane": 1, "seq": 0, "sleep_ms": 5});
     let id = enqueue(&mut client, QUEUE, "resto-1", payload).await?;
-    // Its replica puts it back to sleep at the next keep-alive, and the safety tick wakes it.
+    // Its replica puts it back to sleep within two keep-alives, and the safety tick wakes it.
     let job = wait_job(&mut client, id, Duration::from_secs(30), is_finished).await?;
     assert_eq!(job.state, pb::JobState::Completed as i32, "{job:?}");
     Ok(())

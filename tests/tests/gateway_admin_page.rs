@@ -73,21 +73,24 @@ async fn scenario(s: &Stack, c: &Client) -> anyhow::Result<()> {
     wait_text(c, "stat-pending", "1").await?;
     wait_text(c, "stat-completed", "1").await?;
 
-    // The simulated agent fails the job for good; the page's refresh shows it.
+    // The simulated agent runs the job (awake while it does: its replica puts agents with
+    // nothing running back to sleep at the keep-alive), then fails it for good; the page's
+    // refresh shows both.
     let _stream = s.agent.connect(Q).await?;
     let leased = s.agent.take(Q).await?;
     assert_eq!(leased.id, id);
-    s.agent
-        .fail(&leased, "invoice total mismatch", false)
-        .await?;
-    wait_text(c, &format!("job-status-{id}"), "failed").await?;
-    wait_text(c, "stat-failed", "1").await?;
+    wait_text(c, &format!("job-status-{id}"), "processing").await?;
     wait_text(c, "stat-agents-awake", "1").await?;
     let agent_row = c.find(Locator::Css(&by("agent-row-sim-agent"))).await?;
     assert_eq!(
         agent_row.attr("data-state").await?.as_deref(),
         Some("awake")
     );
+    s.agent
+        .fail(&leased, "invoice total mismatch", false)
+        .await?;
+    wait_text(c, &format!("job-status-{id}"), "failed").await?;
+    wait_text(c, "stat-failed", "1").await?;
 
     // Job detail: payload, error, attempts.
     click(c, &format!("job-open-{id}")).await?;

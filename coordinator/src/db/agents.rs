@@ -96,23 +96,46 @@ pub async fn touch(db: &PgPool, stream_ids: &[String], stale_ms: i64) -> Result<
     Ok(())
 }
 
-/// Puts this replica's agents (streams `stream_ids`) that are marked awake with no running
-/// job back to sleep, so wake claims see them again. A claim whose event never reached its
-/// agent (a NOTIFY lost while a listener reconnected) leaves the agent marked awake while it
-/// sleeps; this one statement per replica recovers it, where every idle agent leasing now
-/// and then would be per-agent polling. An agent caught between being woken and leasing is
-/// at worst claimed twice (one wake wasted; the safety tick wakes another for the job).
-pub async fn rest(db: &PgPool, stream_ids: &[String]) -> Result<u64> {
-    Ok(sqlx::query!(
-        "UPDATE agents a SET asleep = true, asleep_since = now()
-         WHERE a.coordinator_id = ANY($1) AND NOT a.asleep
-           AND NOT EXISTS (SELECT 1 FROM jobs j
-                           WHERE j.state = 'running' AND j.agent_id = a.agent_id)",
-        stream_ids
+/// Puts back to sleep this replica's agents (streams `stream_ids`) that were marked awake
+/// with no running job at the previous keep-alive (`seen`) and still are, so wake claims see
+/// them again; returns the agents in that state now (the next call's `seen`) and how many
+/// were put to sleep. A claim whose event never reached its agent (a NOTIFY lost while a
+/// listener reconnected) leaves the agent marked awake while it sleeps: one statement per
+/// replica and keep-alive recovers it, where every idle agent leasing now and then would be
+/// per-agent polling. Two sightings a keep-alive apart spare an agent just woken and about
+/// to lease; one caught twice between jobs is at worst claimed twice (one wake wasted, the
+/// safety tick wakes another for the job).
+pub async fn rest(
+    db: &PgPool,
+    stream_ids: &[String],
+    seen: &[String],
+) -> Result<(Vec<String>, u64)> {
+    let rows = sqlx::query!(
+        r#"WITH idle AS (
+               SELECT a.agent_id FROM agents a
+               WHERE a.coordinator_id = ANY($1) AND NOT a.asleep
+                 AND NOT EXISTS (SELECT 1 FROM jobs j
+                                 WHERE j.state = 'running' AND j.agent_id = a.agent_id)),
+           rested AS (
+               UPDATE agents a SET asleep = true, asleep_since = now()
+               FROM idle
+               WHERE a.agent_id = idle.agent_id AND a.agent_id = ANY($2) AND NOT a.asleep
+               RETURNING a.agent_id)
+           SELECT idle.agent_id AS "agent_id!",
+                  EXISTS (SELECT 1 FROM rested r WHERE r.agent_id = idle.agent_id) AS "rested!"
+           FROM idle"#,
+        stream_ids,
+        seen
     )
-    .execute(db)
-    .await?
-    .rows_affected())
+    .fetch_all(db)
+    .await?;
+    let rested = rows.iter().filter(|r| r.rested).count() as u64;
+    let still = rows
+        .into_iter()
+        .filter(|r| !r.rested)
+        .map(|r| r.agent_id)
+        .collect();
+    Ok((still, rested))
 }
 
 /// Claims up to `n` asleep agents serving `queue` (any queue when `None`) and marks them awake.

@@ -96,6 +96,7 @@ struct Case {
 }
 
 impl Case {
+    /// Starts the replicas and `n` agents calling `url`; returns once all are asleep.
     async fn start(n: usize, url: &str) -> anyhow::Result<Case> {
         let db = fresh_database().await?;
         let mut coords = Vec::new();
@@ -202,6 +203,7 @@ impl Case {
         ))
     }
 
+    /// Pickup, then the drain; returns the table row and tears the deployment down.
     async fn measure(self, handler: &str) -> anyhow::Result<String> {
         let n = self.agents.len();
         let pickup = self.pickup().await?;
