@@ -1,7 +1,8 @@
 //! The agent's main loop: Lease → run → Complete/Fail, one job at a time. Reports carry
 //! `lease_next`, so a hot lane's next job comes back in the same round trip. When nothing is
 //! ready the agent is "asleep": it waits on its WakeStream and makes no RPC until woken (an
-//! enqueue, a client's Wake, or the coordinator's slow keep-alive), then leases again.
+//! enqueue, a client's Wake, or the safety tick naming a queue with ready work), then leases
+//! again. The coordinator's keep-alive (naming no queue) only proves the stream alive.
 //!
 //! Must never: lease after shutdown began, hold two jobs, or lose a wake-up — the stream is
 //! always open (the agent registered) before a Lease that comes back empty, so an enqueue
