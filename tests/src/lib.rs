@@ -6,6 +6,7 @@ pub mod consistency;
 pub mod coordinator;
 pub mod gateway;
 pub mod health;
+pub mod http_stub;
 pub mod jobs;
 pub mod load;
 pub mod metrics;

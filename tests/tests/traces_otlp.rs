@@ -12,6 +12,7 @@ use lanes_tests::agent::{
     exec_python, fixture, is_finished, start_agent_with_env, wait_connected, wait_job,
 };
 use lanes_tests::gateway::{ENQUEUE_KEY, Gateway, KEYS, eventually};
+use lanes_tests::http_stub::{self, Request};
 use lanes_tests::{ChildProc, Coordinator, fresh_database};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -25,8 +26,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const QUEUE: &str = "traced";
 const LANE: &str = "establishment-7";
@@ -103,16 +103,16 @@ impl Collector {
     /// Serves the HTTP/protobuf collector (`POST /v1/traces`); returns its base URL.
     async fn serve_http(&self) -> anyhow::Result<String> {
         let me = self.clone();
-        serve_http(move |req| {
+        http_stub::serve(move |req| {
             if req.path != "/v1/traces" {
-                return 404;
+                return 404.into();
             }
             match ExportTraceServiceRequest::decode(req.body.as_slice()) {
                 Ok(r) => {
                     me.record(r);
-                    200
+                    200.into()
                 }
-                Err(_) => 400,
+                Err(_) => 400.into(),
             }
         })
         .await
@@ -152,85 +152,12 @@ fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
 }
 
 /// One HTTP/1.1 request.
-#[derive(Debug, Clone)]
-struct Req {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// A minimal HTTP/1.1 server (keep-alive, `content-length` bodies) answering each request
-/// with the status `answer` gives it; returns its base URL.
-async fn serve_http<F>(answer: F) -> anyhow::Result<String>
-where
-    F: Fn(Req) -> u16 + Clone + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    // Both tasks live as long as the test's runtime.
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let _ = serve_conn(sock, answer).await;
-            });
-        }
-    });
-    Ok(url)
-}
-
-async fn serve_conn<F: Fn(Req) -> u16>(mut sock: TcpStream, answer: F) -> anyhow::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let path = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .unwrap_or("")
-            .to_owned();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let n = sock.read(&mut chunk).await?;
-            ensure!(n > 0, "connection closed in the body");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = buf[head_end..head_end + len].to_vec();
-        buf.drain(..head_end + len);
-        let status = answer(Req {
-            path,
-            headers,
-            body,
-        });
-        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-        sock.write_all(reply.as_bytes()).await?;
-    }
-}
-
 /// The callback endpoint: records requests, answers the scripted statuses, then 200.
-async fn callbacks(script: &[u16]) -> anyhow::Result<(String, Arc<Mutex<Vec<Req>>>)> {
-    let got: Arc<Mutex<Vec<Req>>> = Arc::default();
+async fn callbacks(script: &[u16]) -> anyhow::Result<(String, Arc<Mutex<Vec<Request>>>)> {
+    let got: Arc<Mutex<Vec<Request>>> = Arc::default();
     let script: Arc<Mutex<VecDeque<u16>>> = Arc::new(Mutex::new(script.iter().copied().collect()));
     let log = got.clone();
-    let url = serve_http(move |req| {
+    let url = http_stub::serve(move |req| {
         if let Ok(mut g) = log.lock() {
             g.push(req);
         }
@@ -239,6 +166,7 @@ async fn callbacks(script: &[u16]) -> anyhow::Result<(String, Arc<Mutex<Vec<Req>
             .ok()
             .and_then(|mut s| s.pop_front())
             .unwrap_or(200)
+            .into()
     })
     .await?;
     Ok((url, got))

@@ -140,19 +140,10 @@ impl ExecRunner {
     }
 
     fn command(&self, meta: &super::JobMeta<'_>) -> Command {
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
-            // Not inherited from the agent's own environment when this job has none.
-            .env_remove("LANES_JOB_SOFT_DEADLINE")
-            .envs(meta.items().into_iter().map(|(var, _, value)| (var, value)))
-            // The agent's credentials are not the handler's business.
-            .env_remove("LANES_TOKEN")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        die_with_agent(&mut cmd);
+        let mut cmd = handler_command(&self.argv);
+        // Not inherited from the agent's own environment when this job has none.
+        cmd.env_remove("LANES_JOB_SOFT_DEADLINE")
+            .envs(meta.items().into_iter().map(|(var, _, value)| (var, value)));
         cmd
     }
 
@@ -253,6 +244,23 @@ pub(crate) fn kill_group(group: Option<i32>) {
     }
 }
 
+/// The handler process of `argv` (not empty: see `config::split_command`), as both runners
+/// start it: piped stdio, its own process group (killed as a whole), killed with the agent,
+/// and without the agent's credentials.
+pub(crate) fn handler_command(argv: &[String]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        // The agent's credentials are not the handler's business.
+        .env_remove("LANES_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    die_with_agent(&mut cmd);
+    cmd
+}
+
 /// Makes the kernel SIGKILL the handler as soon as the agent dies, however it dies (even by
 /// `kill -9`), so a job can never run on after its agent — and its lease — are gone.
 ///
@@ -262,7 +270,7 @@ pub(crate) fn kill_group(group: Option<i32>) {
 /// with its group on timeout, cancellation and lease loss, but only get this protection if
 /// they ask for it themselves.
 #[allow(unsafe_code)]
-pub(crate) fn die_with_agent(cmd: &mut Command) {
+fn die_with_agent(cmd: &mut Command) {
     let agent = nix::unistd::getpid();
     // SAFETY: the closure runs in the forked child before exec, where only
     // async-signal-safe operations are allowed. It makes two raw system calls, prctl(2) and

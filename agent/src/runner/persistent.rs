@@ -16,16 +16,16 @@
 
 mod protocol;
 
-use super::exec::{DRAIN_LIMIT, describe_exit, die_with_agent, drain, failed, kill_group};
+use super::exec::{DRAIN_LIMIT, describe_exit, drain, failed, handler_command, kill_group};
 use super::{
     JobMeta, Limits, Outcome, ProgressTx, Run, TAIL_BYTES, Timing, error_message, send_soft_signal,
     soft_note, tail,
 };
 use nix::sys::signal::Signal;
 use protocol::{Line, Lines, Reply, job_line, parse_reply};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use tokio::io::{AsyncRead, AsyncWriteExt as _, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -159,18 +159,9 @@ impl PersistentRunner {
     }
 
     fn spawn(&self) -> std::io::Result<Proc> {
-        let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
-            // The agent's credentials are not the handler's business.
-            .env_remove("LANES_TOKEN")
+        let mut child = handler_command(&self.argv)
             .env("LANES_PERSISTENT", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        die_with_agent(&mut cmd);
-        let mut child = cmd.spawn()?;
+            .spawn()?;
         let pid = child.id().and_then(|id| i32::try_from(id).ok());
         let missing = || std::io::Error::other("a pipe to the handler is missing");
         let stdin = child.stdin.take().ok_or_else(missing)?;

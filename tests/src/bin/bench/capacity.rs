@@ -14,17 +14,16 @@
 //!
 //! `BENCH_AGENTS` (default `10,50,200`) picks the agent counts.
 
-use crate::{Client, fill, job, pct, postmaster_pid, server_cpu};
+use crate::{Client, fill, job, pct, postmaster_pid, proc_cpu, server_cpu};
 use hdrhistogram::Histogram;
 use lanes_proto::v1 as pb;
 use lanes_proto::v1::admin_service_client::AdminServiceClient;
 use lanes_tests::agent::start_agent_with_env;
+use lanes_tests::http_stub::{self, Reply};
 use lanes_tests::metrics::scrape;
 use lanes_tests::{ChildProc, Coordinator, free_port, fresh_database};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 
 const QUEUE: &str = "capacity";
@@ -42,9 +41,13 @@ pub async fn run() -> anyhow::Result<()> {
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let handler = TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", handler.local_addr()?);
-    tokio::spawn(serve_handler(handler));
+    // The agents' handler: `/slow` answers after 50 ms, anything else at once.
+    let base = http_stub::serve(|req| Reply {
+        status: 200,
+        delay: Duration::from_millis(if req.path == "/slow" { SLOW_MS } else { 0 }),
+        json: "{}".into(),
+    })
+    .await?;
 
     let mut idle_rows = Vec::new();
     let mut rows = Vec::new();
@@ -454,13 +457,8 @@ fn ms(us: Option<f64>) -> String {
 /// CPU seconds used so far by the processes `pids` (their children not included).
 fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            let rest = stat.rsplit_once(')')?.1.to_owned();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let (u, s): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-            Some((u + s) / 100.0)
-        })
+        .filter_map(|p| proc_cpu(*p))
+        .map(|(_, cpu)| cpu)
         .sum()
 }
 
@@ -469,54 +467,4 @@ fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The agents' HTTP handler: HTTP/1.1 with keep-alive; `POST /slow` answers after 50 ms,
-/// any other path at once, always `200 {}`.
-async fn serve_handler(listener: TcpListener) {
-    while let Ok((sock, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let _ = handle(sock).await;
-        });
-    }
-}
-
-async fn handle(mut sock: TcpStream) -> std::io::Result<()> {
-    sock.set_nodelay(true)?;
-    let mut buf = Vec::with_capacity(8192);
-    let mut chunk = [0u8; 8192];
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let slow = head.starts_with("post /slow");
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        buf.drain(..head_end + len);
-        if slow {
-            tokio::time::sleep(Duration::from_millis(SLOW_MS)).await;
-        }
-        sock.write_all(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
-        )
-        .await?;
-    }
 }

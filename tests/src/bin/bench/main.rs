@@ -463,29 +463,34 @@ async fn postmaster_pid(pool: &sqlx::PgPool) -> anyhow::Result<u32> {
 
 /// CPU seconds used so far by the postmaster `pid` and its live children.
 fn server_cpu(pid: u32) -> anyhow::Result<f64> {
-    let tick = 100.0; // USER_HZ on Linux
     let mut total = 0.0;
     for entry in std::fs::read_dir("/proc")? {
         let Ok(name) = entry?.file_name().into_string() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+        let Ok(p) = name.parse::<u32>() else {
             continue;
         };
-        // Fields after the command (which may hold spaces) closed by ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let (ppid, utime, stime): (u32, f64, f64) = match (f.get(1), f.get(11), f.get(12)) {
-            (Some(p), Some(u), Some(s)) => (p.parse()?, u.parse()?, s.parse()?),
-            _ => continue,
-        };
-        if name == pid.to_string() || ppid == pid {
-            total += (utime + stime) / tick;
+        if let Some((ppid, cpu)) = proc_cpu(p)
+            && (p == pid || ppid == pid)
+        {
+            total += cpu;
         }
     }
     Ok(total)
+}
+
+/// The parent pid and CPU seconds (user + system) of process `pid`, from `/proc/<pid>/stat`;
+/// `None` once it is gone.
+fn proc_cpu(pid: u32) -> Option<(u32, f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) closed by ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((ppid, (utime + stime) / tick))
 }
 
 async fn pickup() -> anyhow::Result<()> {
