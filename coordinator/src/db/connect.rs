@@ -20,6 +20,10 @@ use std::time::Duration;
 /// How often the watcher checks that the pool's server is still the read-write one.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
+/// A pooled connection idle longer than this is pinged before it is handed out; one in
+/// steady use is not (sqlx's default pings on every acquire: one more round trip per query).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
 /// Longest wait for one server to answer while looking for the primary.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -86,7 +90,16 @@ pub async fn pool(
     }
     let pool_options = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5));
+        .acquire_timeout(Duration::from_secs(5))
+        // A connection that broke while in use fails its next query, which the caller
+        // reports or retries; one that sat idle (a server restart, a dropped socket) is
+        // checked first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                Ok(meta.idle_for < PING_IF_IDLE_FOR || conn.ping().await.is_ok())
+            })
+        });
     if candidates.len() < 2 {
         let options = candidates
             .pop()
