@@ -9,7 +9,7 @@ DECLARE
     c record;
     d record;
 BEGIN
-    SELECT * INTO c FROM transitions.completing(p_id, p_token, p_result);
+    c := transitions.completing(p_id, p_token, p_result);
     o_outcome := c.o_outcome;
     IF o_outcome <> 'done' THEN
         RETURN;
@@ -52,7 +52,9 @@ BEGIN
     IF o_job.callback_url IS NOT NULL THEN
         PERFORM transitions.outbox_completed(o_job);
     END IF;
-    PERFORM transitions.finished(o_job);
+    IF o_job.notify_finish THEN  -- the common case makes no call
+        PERFORM transitions.finished(o_job);
+    END IF;
     o_run_ms := extract(epoch FROM o_job.finished_at - o_job.started_at) * 1000;
     o_outcome := 'done';
 END

@@ -20,20 +20,26 @@ DECLARE
     d_pending int := 0;
     d_running int := 0;
 BEGIN
-    o_next := transitions.repeated(p_agent, p_request);
-    IF o_next.id IS NOT NULL THEN
-        o_outcome := 'repeated';
-        RETURN;
-    END IF;
-    SELECT * INTO c FROM transitions.completing(p_id, p_token, p_result);
+    -- Assigned, not `SELECT * INTO`: a plain expression skips an executor start and the
+    -- tuplestore a set-returning call fills.
+    c := transitions.completing(p_id, p_token, p_result);
     o_outcome := c.o_outcome;
-    IF o_outcome = 'done' THEN
+    IF o_outcome <> 'done' THEN
+        -- A repeat of a request that was answered finds its job already completed; it gets
+        -- back the lease it took. Looked up only then: a first request (the job still held
+        -- with p_token) cannot have leased yet, as completion and lease commit together.
+        o_next := transitions.repeated(p_agent, p_request);
+        IF o_next.id IS NOT NULL THEN
+            o_outcome := 'repeated';
+            RETURN;
+        END IF;
+    ELSE
         o_queue := (c.o_job).queue;
         o_run_ms := c.o_run_ms;
         d_running := -1;
         IF (c.o_job).lane_key IS NOT NULL THEN
-            SELECT * INTO h FROM transitions.hand_over(o_queue, (c.o_job).lane_key, c.o_lane,
-                c.o_queued, p_agent, p_queues, p_request);
+            h := transitions.hand_over(o_queue, (c.o_job).lane_key, c.o_lane, c.o_queued,
+                p_agent, p_queues, p_request);
             o_next := h.o_next;
             d_scheduled := h.d_scheduled;
             d_ready := h.d_ready;
@@ -99,7 +105,9 @@ BEGIN
             UPDATE lanes SET head_job_id = v_next.id, priority = v_next.priority,
                 ready_at = now(), queued = queued - 1
             WHERE queue = p_queue AND lane_key = p_lane;
-            PERFORM transitions.started(q);
+            IF q.rate_limit IS NOT NULL THEN
+                PERFORM transitions.started(q);
+            END IF;
             o_next := transitions.grant(v_next.id, p_agent, p_request, q);
             d_scheduled := 0;
             d_ready := 0;
