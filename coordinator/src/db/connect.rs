@@ -96,9 +96,9 @@ pub async fn pool(
         // checked first.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                Ok(meta.idle_for < PING_IF_IDLE_FOR || conn.ping().await.is_ok())
-            })
+            Box::pin(
+                async move { Ok(meta.idle_for < PING_IF_IDLE_FOR || conn.ping().await.is_ok()) },
+            )
         });
     if candidates.len() < 2 {
         let options = candidates
