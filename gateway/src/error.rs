@@ -126,7 +126,14 @@ impl ApiError {
 impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         let msg = s.message().to_owned();
-        let e = match s.code() {
+        // A call cut by the connection (the coordinator killed or restarting under it)
+        // arrives as UNKNOWN "transport error": for the caller that is the coordinator being
+        // unavailable, to retry, like a refused connection.
+        let code = match s.code() {
+            Code::Unknown | Code::Internal if lost_connection(&s) => Code::Unavailable,
+            c => c,
+        };
+        let e = match code {
             Code::InvalidArgument | Code::OutOfRange => {
                 let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", msg);
                 // The coordinator names the field of checks only it can make (the callback
@@ -168,6 +175,19 @@ impl From<tonic::Status> for ApiError {
         }
         e
     }
+}
+
+/// Whether the status came from the gRPC transport itself (tonic's transport error in its
+/// source chain), not from an answer of the coordinator.
+fn lost_connection(s: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if e.is::<tonic::transport::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl IntoResponse for ApiError {
@@ -219,6 +239,42 @@ mod tests {
         );
         let e = ApiError::from(named);
         assert_eq!(e.field.as_deref(), Some("jobs[1].callback_url"));
+    }
+
+    /// A call cut by its connection (the coordinator killed under it: here a server that
+    /// reads the HTTP/2 preface and hangs up) is a 503 to retry, never a 500. tonic reports
+    /// it as UNKNOWN "transport error", or as UNAVAILABLE when the cut came during connect.
+    #[tokio::test]
+    async fn a_connection_cut_under_a_call_is_503() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut preface = [0u8; 24];
+                let _ = sock.read_exact(&mut preface).await;
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        let status = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect_err("the server hangs up");
+        let seen = format!("{:?} {}", status.code(), status.message());
+        let e = ApiError::from(status);
+        assert_eq!(
+            (e.status, e.code, e.retry),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "coordinator_unavailable",
+                true
+            ),
+            "tonic said {seen}"
+        );
     }
 
     /// UNAVAILABLE (the coordinator's answer while its database restarts, or no connection)
