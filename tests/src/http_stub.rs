@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 server for tests and benchmarks: keep-alive connections,
 //! `content-length` bodies, each request answered by a closure (status, optional delay,
 //! optional JSON body). Agents' HTTP handlers, callback endpoints and OTLP collectors are
-//! served by it. (`crate::receiver` stays for webhooks: it closes connections and stalls.)
+//! served by it. (`crate::receiver` stays for webhooks: it closes connections and stalls;
+//! it reads requests with this module's `read_request`.)
 
 use anyhow::ensure;
 use std::collections::HashMap;
@@ -62,45 +63,8 @@ where
 async fn connection<F: Fn(Request) -> Reply>(mut sock: TcpStream, answer: F) -> anyhow::Result<()> {
     sock.set_nodelay(true)?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = sock.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let path = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .unwrap_or("")
-            .to_owned();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let n = sock.read(&mut chunk).await?;
-            ensure!(n > 0, "connection closed in the body");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = buf[head_end..head_end + len].to_vec();
-        buf.drain(..head_end + len);
-        let reply = answer(Request {
-            path,
-            headers,
-            body,
-        });
+    while let Some(request) = read_request(&mut sock, &mut buf).await? {
+        let reply = answer(request);
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
@@ -117,4 +81,51 @@ async fn connection<F: Fn(Request) -> Reply>(mut sock: TcpStream, answer: F) -> 
         );
         sock.write_all(text.as_bytes()).await?;
     }
+    Ok(())
+}
+
+/// Reads the next request of a connection (`buf` holds what was read past the previous one
+/// and keeps what is read past this one). `None`: the peer closed before a request's head.
+pub(crate) async fn read_request(
+    sock: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Option<Request>> {
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let path = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("")
+        .to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = sock.read(&mut chunk).await?;
+        ensure!(n > 0, "connection closed in the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..head_end + len].to_vec();
+    buf.drain(..head_end + len);
+    Ok(Some(Request {
+        path,
+        headers,
+        body,
+    }))
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -137,34 +137,14 @@ impl Receiver {
     }
 
     async fn serve(&self, mut sock: TcpStream) -> anyhow::Result<()> {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let head_end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = sock.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed in the headers");
-            buf.extend_from_slice(&chunk[..n]);
+        let Some(crate::http_stub::Request {
+            path,
+            headers,
+            body,
+        }) = crate::http_stub::read_request(&mut sock, &mut Vec::new()).await?
+        else {
+            anyhow::bail!("connection closed in the headers");
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or("");
-        let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let n = sock.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed in the body");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = buf[head_end..head_end + len].to_vec();
         if self.stall.load(Ordering::SeqCst) {
             self.stalled.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_secs(120)).await;
