@@ -452,6 +452,26 @@ async fn higher_priority_runs_first_but_never_reorders_a_lane() -> anyhow::Resul
     Ok(())
 }
 
+/// A queue holding unkeyed jobs and lanes at once keeps one priority order across both,
+/// whichever kind is left (take() goes straight to the lanes of a queue with no unkeyed job).
+#[tokio::test]
+async fn unkeyed_jobs_and_lanes_of_one_queue_share_one_order() -> anyhow::Result<()> {
+    let t = Setup::start(&[]).await?;
+    let u0 = t.add_req(job(Q, "", "{}")).await?;
+    let lane_high = t.add_req(job(Q, "l1", "{}").priority(10)).await?;
+    let u5 = t.add_req(job(Q, "", "{}").priority(5)).await?;
+    let lane_next = t.add_req(job(Q, "l1", "{}")).await?;
+    let lane_low = t.add_req(job(Q, "l2", "{}").priority(-5)).await?;
+    // lane_next is ready only once lane_high completes, after u0 was enqueued: u0 first.
+    let order = [lane_high, u5, u0, lane_next, lane_low];
+    for want in order {
+        let l = t.take("a1", Q).await?;
+        assert_eq!(l.id, want, "lease order must be {order:?}");
+        t.complete(&l).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn unkeyed_jobs_run_in_parallel() -> anyhow::Result<()> {
     let t = Setup::start(&[]).await?;

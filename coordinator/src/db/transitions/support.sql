@@ -305,36 +305,28 @@ DECLARE
     v leased_job;
     i int;
 BEGIN
-    IF cardinality(p_queues) = 1 THEN
-        SELECT * INTO q FROM queues WHERE name = p_queues[1] AND NOT paused;
-        IF NOT FOUND THEN
-            RETURN NULL;
-        END IF;
-        PERFORM 1 FROM jobs WHERE queue = q.name AND state = 'pending' AND lane_key IS NULL
-        ORDER BY priority DESC, run_at, id LIMIT 1;
-        IF NOT FOUND THEN
-            IF NOT transitions.has_room(q) THEN
-                RETURN NULL;
-            END IF;
-            RETURN transitions.take_lane(q, p_agent, p_request);
-        END IF;
-    END IF;
     FOR q IN SELECT * FROM queues WHERE name = ANY(p_queues) AND NOT paused LOOP
         qs := qs || q;
-        SELECT priority, ready_at INTO v_priority, v_at FROM lanes
-        WHERE queue = q.name AND state = 'ready' ORDER BY priority DESC, ready_at LIMIT 1;
-        IF FOUND THEN
-            c_queue := c_queue || cardinality(qs);
-            c_keyed := c_keyed || true;
-            c_priority := c_priority || v_priority;
-            c_at := c_at || v_at;
-        END IF;
         SELECT priority, run_at INTO v_priority, v_at FROM jobs
         WHERE queue = q.name AND state = 'pending' AND lane_key IS NULL
         ORDER BY priority DESC, run_at, id LIMIT 1;
         IF FOUND THEN
             c_queue := c_queue || cardinality(qs);
             c_keyed := c_keyed || false;
+            c_priority := c_priority || v_priority;
+            c_at := c_at || v_at;
+        ELSIF cardinality(p_queues) = 1 THEN
+            -- The only candidate is the queue's first ready lane, if any.
+            IF NOT transitions.has_room(q) THEN
+                RETURN NULL;
+            END IF;
+            RETURN transitions.take_lane(q, p_agent, p_request);
+        END IF;
+        SELECT priority, ready_at INTO v_priority, v_at FROM lanes
+        WHERE queue = q.name AND state = 'ready' ORDER BY priority DESC, ready_at LIMIT 1;
+        IF FOUND THEN
+            c_queue := c_queue || cardinality(qs);
+            c_keyed := c_keyed || true;
             c_priority := c_priority || v_priority;
             c_at := c_at || v_at;
         END IF;
