@@ -1,13 +1,14 @@
 //! Running the project's real binaries (`coordinator`, `agent`, `gateway`) as child processes:
 //! locating them, capturing their output to log files, signalling and awaiting them.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -17,15 +18,28 @@ use nix::unistd::Pid;
 /// Numbers log files so two children with the same name do not share one.
 static LOG_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+/// Ports this process handed out already.
+static GIVEN_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago and that this process never
+/// handed out before. The kernel may give a just-released port to the next bind: two tests
+/// of one binary would then start their servers on one port, and the second's health wait
+/// would reach the first's server (a coordinator with other settings).
 ///
 /// # Panics
 /// If no port can be bound at all, which leaves no test able to run.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0 to find a free port")
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0 to find a free port");
+        // A poisoned lock (a test panicked holding it) still holds a valid set.
+        let mut given = GIVEN_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Path of the workspace binary `name`, built into the same target dir and profile as this test.
