@@ -102,6 +102,7 @@ impl Agent {
             lanes_telemetry::adopt_traceparent(&span, &job.traceparent, &job.tracestate);
             next = self.work(job, requested).instrument(span).await;
         }
+        self.runner.close().await;
         tracing::info!("no more jobs: agent stopped");
         Ok(())
     }

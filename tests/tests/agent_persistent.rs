@@ -67,6 +67,10 @@ for line in sys.stdin:
         send({"type": "error", "id": jid, "error": "soft limit: rolled back"})
     finally:
         running = False
+
+# End of input: the agent is stopping. A real handler closes its connections here.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "closed"), "a") as f:
+    f.write(f"{os.getpid()}\n")
 "#;
 
 #[tokio::test]
@@ -176,6 +180,18 @@ async fn one_process_serves_every_job_and_is_replaced_when_it_fails() -> anyhow:
         "{first} {second} {third}"
     );
     assert!(!pid_alive(second as i32));
+
+    // The agent stops: the process reads end-of-file, cleans up and exits on its own.
+    let mut agent = agent;
+    agent.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let status = agent.wait_exit(Duration::from_secs(60)).await?;
+    assert!(status.success(), "{status:?}: {}", agent.log_tail(20));
+    let closed = std::fs::read_to_string(dir.path().join("closed")).unwrap_or_default();
+    assert_eq!(closed, format!("{third}\n"), "{}", agent.log_tail(20));
+    assert_eq!(
+        log_lines(&agent, "persistent handler exited at the end of its input")?.len(),
+        1
+    );
     Ok(())
 }
 

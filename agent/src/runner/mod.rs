@@ -196,6 +196,13 @@ impl Runner {
             Runner::Http(r) => r.run(meta, &limits.stop).await,
         }
     }
+
+    /// Lets a persistent process end cleanly once the agent has no more jobs for it.
+    pub async fn close(&self) {
+        if let Runner::Persistent(r) = self {
+            r.close().await;
+        }
+    }
 }
 
 /// The supervisor's say over a running handler.

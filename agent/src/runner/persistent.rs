@@ -36,6 +36,11 @@ const ENVELOPE: usize = 64 * 1024;
 /// Longest stderr line logged; a longer one is logged as a note that it was too long.
 const MAX_LOG_LINE: usize = 64 * 1024;
 
+/// How long the process has to exit after end-of-file on its stdin when the agent stops.
+/// Short: the Helm chart leaves the agent 5 s past its grace period, and the last report
+/// may take 3 of them.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs every job through one long-lived process of `argv`.
 pub struct PersistentRunner {
     argv: Vec<String>,
@@ -50,7 +55,8 @@ struct Proc {
     child: Child,
     /// Its process group (its pid); `None` once reaped and its group killed.
     group: Option<i32>,
-    stdin: ChildStdin,
+    /// `None` once closed, which the process reads as end-of-file.
+    stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
     /// Logs stderr; returns its tail at end-of-file.
     stderr: Option<JoinHandle<String>>,
@@ -174,10 +180,34 @@ impl PersistentRunner {
         Ok(Proc {
             child,
             group: pid,
-            stdin,
+            stdin: Some(stdin),
             stdout: Lines::new(BufReader::new(stdout), self.max_result + ENVELOPE),
             stderr,
         })
+    }
+
+    /// Ends the process when the agent stops: closes its stdin, the end-of-file that tells
+    /// it to close its connections and exit, and waits up to [`EXIT_WAIT`] for it before
+    /// killing its group. Whatever it left running in its group is killed either way.
+    pub async fn close(&self) {
+        let Some(mut p) = self.proc.lock().await.take() else {
+            return;
+        };
+        drop(p.stdin.take());
+        match tokio::time::timeout(EXIT_WAIT, p.child.wait()).await {
+            Ok(Ok(status)) => {
+                tracing::info!(status = %describe_exit(status, None), "persistent handler exited at the end of its input");
+                p.end(Some(status)).await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "persistent handler could not be waited for; killing it");
+                p.end(None).await;
+            }
+            Err(_) => {
+                tracing::warn!(waited = ?EXIT_WAIT, "persistent handler still running after the end of its input; killing it");
+                p.end(None).await;
+            }
+        }
     }
 
     /// Sends the job and reads the process's lines until its answer, its end, or `stop`.
@@ -198,6 +228,9 @@ impl PersistentRunner {
             ..
         } = p;
         let write = async {
+            let stdin = stdin
+                .as_mut()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
             stdin.write_all(&line).await?;
             stdin.flush().await
         };
