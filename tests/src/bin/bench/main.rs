@@ -23,20 +23,59 @@ use tonic::transport::Channel;
 type Agent = AgentServiceClient<Channel>;
 type Client = ClientServiceClient<Channel>;
 
+/// The scenarios run when none is named.
+const DEFAULT: [&str; 7] = [
+    "enqueue",
+    "throughput",
+    "backlog",
+    "delayed",
+    "pickup",
+    "hotlane",
+    "webhooks",
+];
+/// Scenarios run only when named.
+const ON_REQUEST: [&str; 3] = ["stats", "cost", "capacity"];
+
+const USAGE: &str = "usage: bench [scenario...]
+
+Figures of a real coordinator (build it with `cargo build --release --bins` first) on a
+throwaway PostgreSQL. Prints figures, asserts nothing.
+
+scenarios (default: the first seven):
+  enqueue     batch Enqueue rate: 100,000 jobs, batches of 1,000, 4 callers
+  throughput  enqueue, lease and complete with 8 in-process leasers, 1,000 and 10 lanes
+  backlog     drain rate behind 1.1 million pending jobs, against an empty queue
+  delayed     lease latency behind 400,000 jobs that cannot run yet
+  pickup      enqueue to lease latency with an idle leaser
+  hotlane     one lane of 10,000 jobs, competing leasers
+  webhooks    event deliveries per second
+  stats       GetStats over 10 million finished jobs (slow)
+  cost        PostgreSQL CPU per hand-off (LANES_PG_STAT_STATEMENTS=1: per statement)
+  capacity    replicas and up to 200 agent processes (BENCH_AGENTS, default 10,50,200)
+
+environment:
+  LANES_PG_DURABLE=1          fsync on, as production runs (off by default: faster setup)
+  LANES_PG_STAT_STATEMENTS=1  load pg_stat_statements (track = all) and print its table
+  LANES_BIN_DIR               where the coordinator and agent binaries are
+  DATABASE_URL                use this server instead of a throwaway cluster";
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let all = [
-        "enqueue",
-        "throughput",
-        "backlog",
-        "delayed",
-        "pickup",
-        "hotlane",
-        "webhooks",
-    ];
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    // Every name is checked before the first scenario spends minutes running.
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !DEFAULT.contains(&a.as_str()) && !ON_REQUEST.contains(&a.as_str()))
+    {
+        eprintln!("bench: unknown scenario {bad:?}\n\n{USAGE}");
+        std::process::exit(2);
+    }
     let wanted: Vec<&str> = if args.is_empty() {
-        all.to_vec()
+        DEFAULT.to_vec()
     } else {
         args.iter().map(String::as_str).collect()
     };
@@ -67,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
             "hotlane" => hotlane().await?,
             "webhooks" => webhooks(5_000).await?,
             "capacity" => capacity::run().await?,
-            other => anyhow::bail!("unknown scenario {other}; known: {all:?}"),
+            other => anyhow::bail!("unknown scenario {other}"),
         }
     }
     Ok(())
