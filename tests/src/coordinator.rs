@@ -150,11 +150,10 @@ impl Coordinator {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let waited = procs::wait_for_tcp(self.addr, Duration::from_secs(30)).await;
-        if let Err(e) = waited {
-            anyhow::bail!("coordinator did not start: {e}\n{}", self.proc.log_tail(40));
-        }
-        Ok(())
+        self.proc
+            .wait_listening(self.addr.port(), Duration::from_secs(30))
+            .await
+            .context("coordinator did not start")
     }
 
     /// Kills the process with SIGKILL and starts a new one on the same port and database.

@@ -54,10 +54,10 @@ impl Gateway {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut envs = vec![("RUST_LOG".to_string(), "info,gateway=debug".to_string())];
         envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let proc = procs::spawn("gateway", &procs::bin_path("gateway")?, &args, &envs).await?;
-        if let Err(e) = procs::wait_for_tcp(addr, Duration::from_secs(20)).await {
-            bail!("gateway did not start: {e}\n{}", proc.log_tail(40));
-        }
+        let mut proc = procs::spawn("gateway", &procs::bin_path("gateway")?, &args, &envs).await?;
+        proc.wait_listening(addr.port(), Duration::from_secs(20))
+            .await
+            .context("gateway did not start")?;
         Ok(Gateway { proc, addr })
     }
 

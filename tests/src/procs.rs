@@ -179,6 +179,67 @@ impl ChildProc {
             .try_wait()
             .with_context(|| format!("polling {} for exit", self.name))
     }
+
+    /// Waits until this child listens on TCP `port`, checking every 20 ms. Fails at once,
+    /// with its log, if it exits first (bad arguments, no database, the port taken): a
+    /// server of another process that happens to hold the port never passes for it.
+    pub async fn wait_listening(&mut self, port: u16, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                bail!(
+                    "{} exited while starting ({status}); log {}:\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    self.log_tail(40)
+                );
+            }
+            if self.id().is_some_and(|pid| listens_on(pid, port)) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{} did not listen on port {port} within {timeout:?}; log {}:\n{}",
+                    self.name,
+                    self.log_path.display(),
+                    self.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// True when process `pid` holds a socket listening on TCP `port`, read from `/proc`: the
+/// listening sockets' inodes in `/proc/net/tcp{,6}` against the process's descriptors.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let mut inodes = BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            // State 0A is LISTEN; field 9 the socket's inode.
+            if local_port == Some(port)
+                && f.get(3) == Some(&"0A")
+                && let Some(inode) = f.get(9)
+            {
+                inodes.insert(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.contains(target.to_string_lossy().as_ref()))
+    })
 }
 
 /// Waits until something accepts TCP connections at `addr`, trying every 20 ms.
