@@ -7,7 +7,9 @@
 -- repeats requests), also when repeated within the batch, unless the queue's
 -- idempotency_window_s has passed since that job was enqueued (the key is then free again);
 -- with `replace`, a waiting job's payload is replaced by the repeat's. A queue pushed past
--- its max_pending raises LN429 and nothing is enqueued.
+-- its max_pending raises LN429 and nothing is enqueued; a queue that does not exist raises
+-- LN404 (the coordinator creates a queue before its first enqueue: this guards direct SQL
+-- callers, whose jobs would otherwise be dropped without a word).
 --
 -- Returns one row per input, in input order: whether it was created (or its payload
 -- replaced), its place in its lane (unfinished jobs ahead of it; -1 unkeyed or not
@@ -53,7 +55,8 @@ BEGIN
                           idempotency_key, callback_url, failure_callback_url, traceparent,
                           tracestate, timeout_ms, soft_timeout_ms, backoff_initial_ms,
                           backoff_max_ms)
-        SELECT v_ids[i.ord], i.queue, i.lane, i.payload::json, i.priority,
+        SELECT v_ids[i.ord], coalesce(q.name, transitions.unknown_queue(i.queue)), i.lane,
+               i.payload::json, i.priority,
                CASE WHEN i.lane IS NULL AND i.run_at > now() THEN 'scheduled'
                     ELSE 'pending' END::job_state,
                greatest(i.run_at, now()), coalesce(i.max_attempts, q.max_attempts), i.idem,
@@ -66,7 +69,7 @@ BEGIN
                    WITH ORDINALITY AS u(queue, lane, payload, priority, at, delay_s, idem, cb,
                                         fcb, tp, ts, max_attempts, timeout_ms, soft_ms,
                                         bo_initial, bo_max, ord)) i
-        JOIN queues q ON q.name = i.queue
+        LEFT JOIN queues q ON q.name = i.queue
         ORDER BY i.ord
         ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING *)
@@ -169,5 +172,14 @@ BEGIN
         RAISE EXCEPTION 'queue % is full: % more pending jobs would exceed its max_pending of %; retry later',
             p_queue, p_added, v_max USING ERRCODE = 'LN429';
     END IF;
+END
+$fn$;
+
+-- Raises LN404 for p_queue, which has no row in `queues`. Typed as text so the enqueue can
+-- call it in place of the queue's name: it runs only for a missing queue.
+CREATE FUNCTION transitions.unknown_queue(p_queue text)
+RETURNS text LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'queue % does not exist; create it first', p_queue USING ERRCODE = 'LN404';
 END
 $fn$;
