@@ -45,11 +45,7 @@ pub async fn by_queue(db: &PgPool, queue: Option<&str>) -> Result<Vec<QueueCount
                (SELECT count(*) FROM lanes l WHERE l.queue = q.name AND l.state = 'blocked')
                    AS "blocked_lanes!",
                (SELECT count(*) FROM lanes l WHERE l.queue = q.name) AS "active_lanes!",
-               (SELECT coalesce(avg(extract(epoch FROM r.finished_at - r.started_at)) * 1000, 0)
-                FROM (SELECT j.finished_at, j.started_at FROM jobs j
-                      WHERE j.state = 'completed' AND j.queue = q.name
-                        AND j.finished_at > now() - interval '1 hour'
-                      ORDER BY j.finished_at DESC LIMIT 1000) r)::float8 AS "avg_run_ms!",
+               transitions.recent_run_ms(q.name) AS "avg_run_ms!",
                (SELECT coalesce(extract(epoch FROM now() - min(h.since)) * 1000, 0)
                 FROM ((SELECT l.ready_at AS since FROM lanes l
                        WHERE l.queue = q.name AND l.state = 'ready'

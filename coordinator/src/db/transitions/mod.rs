@@ -82,6 +82,7 @@ const CODE: &[(&str, &str)] = &[
     ("unblock", include_str!("unblock.sql")),
     ("purge", include_str!("purge.sql")),
     ("check", include_str!("check.sql")),
+    ("stats", include_str!("stats.sql")),
 ];
 
 /// Advisory lock of the install ("LANESFNS"): replicas starting together install once.
