@@ -3,9 +3,9 @@
 //! delegates to these so each RPC's checks and mapping sit in one place.
 
 use super::{Ctx, convert};
+use crate::db::lanes;
 use crate::db::states::LaneState;
 use crate::db::transitions::bulk;
-use crate::db::{history, lanes};
 use crate::error::Error;
 use crate::validate;
 use lanes_proto::limits::admin as ranges;
@@ -101,7 +101,7 @@ pub async fn queue_history(
     let minutes = or_default(r.minutes, ranges::HISTORY_MINUTES, 60)?;
     // In range 1-1440 by the check above.
     let minutes = i32::try_from(minutes).unwrap_or(60);
-    let rows = history::minutes(&ctx.pool, queue, minutes).await?;
+    let rows = ctx.history.minutes(&ctx.pool, queue, minutes).await?;
     Ok(pb::QueueHistoryResponse {
         minutes: rows
             .into_iter()

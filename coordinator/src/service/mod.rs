@@ -32,6 +32,8 @@ pub struct Ctx {
     pub callback_policy: Arc<lanes_proto::urls::Policy>,
     /// Queues known to exist. Queues are never deleted, so a hit never goes stale.
     known: Arc<Mutex<HashSet<String>>>,
+    /// The per-minute history's minutes already over, read once.
+    pub history: Arc<crate::db::history::History>,
 }
 
 impl Ctx {
@@ -49,6 +51,7 @@ impl Ctx {
             max_payload_bytes,
             callback_policy: Arc::default(),
             known: Arc::default(),
+            history: Arc::default(),
         }
     }
 
