@@ -9,7 +9,9 @@
 //! The functions are code, not schema: [`install`] replaces them as a whole when their text
 //! changes (a new release), so each has exactly one definition, here. Their signatures are an
 //! interface between releases (an old replica keeps calling them during a rolling deploy):
-//! change one by adding a new name.
+//! change one by adding a new name. Each released set has a serial ([`CODE_SERIAL`]), and a
+//! set is never replaced by an older one: an old replica restarting mid-deploy keeps the new
+//! set. Changing a `.sql` file here means raising the serial (a unit test says so).
 //!
 //! Must never: change a job or lane row outside these functions.
 
@@ -85,6 +87,14 @@ const CODE: &[(&str, &str)] = &[
     ("stats", include_str!("stats.sql")),
 ];
 
+/// The release order of these function files: raise it with any change to them, and set
+/// [`CODE_HASH`] to the hash the unit test `the_serial_names_this_code` prints (its `left`).
+pub const CODE_SERIAL: i64 = 1;
+
+/// The hash of the files at [`CODE_SERIAL`].
+#[cfg(test)]
+const CODE_HASH: &str = "824717db971e3a14c7181b2c02fc54a2d0f4a7625484368e34509eb8085fa8a1";
+
 /// Advisory lock of the install ("LANESFNS"): replicas starting together install once.
 const INSTALL_LOCK: i64 = 0x4c41_4e45_5346_4e53;
 
@@ -100,20 +110,30 @@ fn code_hash() -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Installs the transition functions unless this very version is installed already: drops
-/// the schema `transitions` and creates it anew from the files, in one transaction (a
-/// concurrent call waits, then finds the version installed).
+/// Installs the transition functions unless this very version, or a newer release's (a
+/// higher serial), is installed already: drops the schema `transitions` and creates it anew
+/// from the files, in one transaction (a concurrent call waits, then finds the version
+/// installed).
 pub async fn install(pool: &PgPool) -> Result<()> {
     let hash = code_hash();
     let mut tx = pool.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1)", INSTALL_LOCK)
         .execute(&mut *tx)
         .await?;
-    let installed = sqlx::query_scalar!("SELECT hash FROM transitions_code WHERE id = 1")
+    let installed = sqlx::query!("SELECT hash, serial FROM transitions_code WHERE id = 1")
         .fetch_optional(&mut *tx)
         .await?;
-    if installed.as_deref() == Some(hash.as_str()) {
-        return Ok(());
+    match installed {
+        Some(i) if i.hash == hash => return Ok(()),
+        Some(i) if i.serial > CODE_SERIAL => {
+            tracing::info!(
+                installed = i.serial,
+                ours = CODE_SERIAL,
+                "a newer release's transition functions are installed; keeping them"
+            );
+            return Ok(());
+        }
+        _ => {}
     }
     sqlx::raw_sql("DROP SCHEMA IF EXISTS transitions CASCADE; CREATE SCHEMA transitions")
         .execute(&mut *tx)
@@ -125,13 +145,33 @@ pub async fn install(pool: &PgPool) -> Result<()> {
             .map_err(|e| Error::Setup(format!("installing transitions/{name}.sql: {e}")))?;
     }
     sqlx::query!(
-        "INSERT INTO transitions_code (id, hash) VALUES (1, $1)
-         ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, installed_at = now()",
-        hash
+        "INSERT INTO transitions_code (id, hash, serial) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE
+         SET hash = EXCLUDED.hash, serial = EXCLUDED.serial, installed_at = now()",
+        hash,
+        CODE_SERIAL
     )
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     tracing::info!(version = &hash[..12], "transition functions installed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An edited function file with the old serial would be installed, and then replaced by
+    /// an older release's set at its next start (or kept over a newer one): the serial must
+    /// move with the text.
+    #[test]
+    fn the_serial_names_this_code() {
+        assert_eq!(
+            code_hash(),
+            CODE_HASH,
+            "the transition functions changed: raise CODE_SERIAL (now {CODE_SERIAL}) and set \
+             CODE_HASH to the new hash"
+        );
+    }
 }
