@@ -105,9 +105,6 @@ BEGIN
             UPDATE lanes SET head_job_id = v_next.id, priority = v_next.priority,
                 ready_at = now(), queued = queued - 1
             WHERE queue = p_queue AND lane_key = p_lane;
-            IF q.rate_limit IS NOT NULL THEN
-                PERFORM transitions.started(q);
-            END IF;
             o_next := transitions.grant(v_next.id, p_agent, p_request, q);
             d_scheduled := 0;
             d_ready := 0;

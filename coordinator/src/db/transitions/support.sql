@@ -204,9 +204,10 @@ LANGUAGE sql IMMUTABLE AS $fn$
                coalesce(j.soft_timeout_ms, q.soft_timeout_ms))::leased_job
 $fn$;
 
--- Marks pending job p_id running for p_agent with a new fencing token. The caller holds
--- the job's lock (and its lane's, for a keyed job) and counts the change (pending -1,
--- running +1, and ready -1 when the job was leasable as it waited).
+-- Marks pending job p_id running for p_agent with a new fencing token, and a rate-limited
+-- queue remembers the start (its latest rate_limit starts kept). The caller checked
+-- has_room(q), holds the job's lock (and its lane's, for a keyed job) and counts the change
+-- (pending -1, running +1, and ready -1 when the job was leasable as it waited).
 CREATE FUNCTION transitions.grant(p_id bigint, p_agent text, p_request text, q queues)
 RETURNS leased_job LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -228,6 +229,11 @@ BEGIN
     IF v_job.id IS NULL THEN
         RAISE EXCEPTION 'job % was to be leased but is not pending', p_id USING ERRCODE = 'LN500';
     END IF;
+    IF q.rate_limit IS NOT NULL THEN
+        INSERT INTO queue_rates AS r (queue, starts) VALUES (q.name, ARRAY[now()])
+        ON CONFLICT (queue) DO UPDATE SET starts = (r.starts || now())[
+            greatest(1, cardinality(r.starts) + 2 - q.rate_limit):];
+    END IF;
     RETURN transitions.leased(v_job, q);
 END
 $fn$;
@@ -235,7 +241,7 @@ $fn$;
 -- Whether queue q may start one more job now: not paused, under its max_running, and under
 -- its rate limit. A capped or rate-limited queue's row stays locked until commit, so its
 -- leases are counted one at a time across replicas (NO KEY UPDATE: enqueues' foreign-key
--- checks still pass). A lease made after it must call started().
+-- checks still pass). The lease made after it records its start (grant).
 CREATE FUNCTION transitions.has_room(q queues) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -261,20 +267,6 @@ BEGIN
                <= now() - q.rate_interval_ms * interval '1 millisecond';
     END IF;
     RETURN true;
-END
-$fn$;
-
--- A job of queue q just started (after has_room): a rate-limited queue remembers when, its
--- latest rate_limit starts kept.
-CREATE FUNCTION transitions.started(q queues) RETURNS void
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF q.rate_limit IS NULL THEN
-        RETURN;
-    END IF;
-    INSERT INTO queue_rates AS r (queue, starts) VALUES (q.name, ARRAY[now()])
-    ON CONFLICT (queue) DO UPDATE SET starts = (r.starts || now())[
-        greatest(1, cardinality(r.starts) + 2 - q.rate_limit):];
 END
 $fn$;
 
@@ -346,9 +338,6 @@ BEGIN
             WHERE queue = q.name AND state = 'pending' AND lane_key IS NULL
             ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED;
             IF v_id IS NOT NULL THEN
-                IF q.rate_limit IS NOT NULL THEN  -- the common case makes no call
-                    PERFORM transitions.started(q);
-                END IF;
                 RETURN transitions.grant(v_id, p_agent, p_request, q);
             END IF;
         END IF;
@@ -373,9 +362,6 @@ BEGIN
         RETURN NULL;
     END IF;
     UPDATE lanes SET state = 'running' WHERE queue = q.name AND lane_key = v_lane;
-    IF q.rate_limit IS NOT NULL THEN  -- the common case makes no call
-        PERFORM transitions.started(q);
-    END IF;
     RETURN transitions.grant(v_id, p_agent, p_request, q);
 END
 $fn$;
