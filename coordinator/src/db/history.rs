@@ -108,21 +108,20 @@ async fn read(
     kept: Option<(DateTime<Utc>, DateTime<Utc>)>,
 ) -> Result<Vec<Minute>> {
     let rows = sqlx::query!(
-        r#"WITH m AS (
-               SELECT generate_series(date_trunc('minute', now()) - ($2::int4 - 1) * interval '1 minute',
-                                      date_trunc('minute', now()), interval '1 minute') AS minute
+        r#"WITH w AS (
+               SELECT date_trunc('minute', now()) AS now_minute,
+                      date_trunc('minute', now()) - ($2::int4 - 1) * interval '1 minute' AS start
+           ), m AS (
+               SELECT generate_series(w.start, w.now_minute, interval '1 minute') AS minute FROM w
            ), f AS (
                SELECT date_trunc('minute', j.finished_at) AS minute, j.state,
                       greatest(extract(epoch FROM j.started_at - greatest(j.created_at, j.run_at)), 0)
                           * 1000 AS wait_ms
-               FROM jobs j
+               FROM w, jobs j
                WHERE j.state IN ('completed', 'failed')
-                 AND j.finished_at >= CASE
-                         WHEN $3::timestamptz <= date_trunc('minute', now())
-                                                 - ($2::int4 - 1) * interval '1 minute'
-                         THEN $4::timestamptz + interval '1 minute'
-                         ELSE date_trunc('minute', now()) - ($2::int4 - 1) * interval '1 minute'
-                         END
+                 AND j.finished_at >= CASE WHEN $3::timestamptz <= w.start
+                                           THEN $4::timestamptz + interval '1 minute'
+                                           ELSE w.start END
                  AND ($1::text IS NULL OR j.queue = $1)
            )
            SELECT m.minute AS "minute!",
