@@ -109,10 +109,13 @@ async fn work(
             .await
         {
             Ok(r) => r.into_inner().job,
+            // A call cut by the kill: refused, reset, or cancelled with its connection
+            // (hyper's "connection closed"), as the agent's own retry list has it.
             Err(e)
-                if e.code() == Code::Unavailable
-                    || e.code() == Code::Unknown
-                    || e.code() == Code::Internal =>
+                if matches!(
+                    e.code(),
+                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+                ) =>
             {
                 None
             }
