@@ -127,14 +127,11 @@ impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         let msg = s.message().to_owned();
         // A call cut by the connection (the coordinator killed or restarting under it)
-        // arrives as UNKNOWN "transport error", or CANCELLED "connection closed": whatever
-        // its code, a status from the transport is no answer of the coordinator. For the
-        // caller that is the coordinator being unavailable, to retry, like a refused
-        // connection.
-        let code = if lost_connection(&s) {
-            Code::Unavailable
-        } else {
-            s.code()
+        // arrives as UNKNOWN "transport error": for the caller that is the coordinator being
+        // unavailable, to retry, like a refused connection.
+        let code = match s.code() {
+            Code::Unknown | Code::Internal if lost_connection(&s) => Code::Unavailable,
+            c => c,
         };
         let e = match code {
             Code::InvalidArgument | Code::OutOfRange => {
